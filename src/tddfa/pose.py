@@ -1,0 +1,76 @@
+"""Head pose from the 3×4 projection ``[s·R | t]`` of the 62 parameters.
+
+Convention (3DDFA_V2): ``R`` rows are the first two rows of the 3×3 block normalised plus their
+cross product. Angles in degrees: ``yaw = asin(R[2,0])``, ``pitch = atan2(R[2,1], R[2,2])``,
+``roll = atan2(R[1,0], R[0,0])``; at gimbal lock (``|R[2,0]| > 0.998``) yaw is ±90°, roll 0 and
+pitch comes from the first row. The frame is the 120×120 crop's (x right, y up, z towards the
+camera), as the official code reports it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["decompose_projection", "rotation_to_angles", "angles_to_rotation", "pose_from_params"]
+
+GIMBAL_LOCK = 0.998
+
+
+def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``P`` ``(..., 3, 4)`` into scale ``(...,)``, rotation ``(..., 3, 3)``, translation ``(..., 3)``.
+
+    Scale is the mean norm of the first two rows of the 3×3 block; the rotation's rows are those
+    two rows normalised plus their cross product.
+    """
+    P = np.asarray(P, dtype=np.float64)
+    r1, r2 = P[..., 0, :3], P[..., 1, :3]
+    n1 = np.linalg.norm(r1, axis=-1, keepdims=True)
+    n2 = np.linalg.norm(r2, axis=-1, keepdims=True)
+    scale = (n1[..., 0] + n2[..., 0]) / 2.0
+    r1 = r1 / n1
+    r2 = r2 / n2
+    R = np.stack([r1, r2, np.cross(r1, r2)], axis=-2)
+    return scale, R, P[..., :, 3].copy()
+
+
+def rotation_to_angles(R: np.ndarray) -> np.ndarray:
+    """Yaw, pitch, roll in **radians** ``(..., 3)`` from rotation matrices ``(..., 3, 3)``."""
+    R = np.asarray(R, dtype=np.float64)
+    r20 = R[..., 2, 0]
+    yaw = np.arcsin(np.clip(r20, -1.0, 1.0))
+    pitch = np.arctan2(R[..., 2, 1], R[..., 2, 2])
+    roll = np.arctan2(R[..., 1, 0], R[..., 0, 0])
+    hi = r20 > GIMBAL_LOCK
+    lo = r20 < -GIMBAL_LOCK
+    yaw = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, yaw))
+    pitch = np.where(hi, np.arctan2(-R[..., 0, 1], -R[..., 0, 2]), pitch)
+    pitch = np.where(lo, np.arctan2(R[..., 0, 1], R[..., 0, 2]), pitch)
+    roll = np.where(hi | lo, 0.0, roll)
+    return np.stack([yaw, pitch, roll], axis=-1)
+
+
+def angles_to_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Inverse of :func:`rotation_to_angles` (radians) → ``(3, 3)`` float64, away from gimbal lock.
+
+    ``R = Rz(roll) · Ry(yaw) · Rx(pitch)`` written so that ``R[2,0] = sin(yaw)``.
+    """
+    cx, sx = np.cos(pitch), np.sin(pitch)
+    cy, sy = np.cos(-yaw), np.sin(-yaw)
+    cz, sz = np.cos(roll), np.sin(roll)
+    Rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return Rz @ Ry @ Rx
+
+
+def pose_from_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pose of parameter vectors ``(..., 62)`` (de-normalised).
+
+    Returns:
+        angles ``(..., 3)`` yaw/pitch/roll in degrees, rotation ``(..., 3, 3)``, scale ``(...,)``
+        (crop pixels per model unit), translation ``(..., 3)`` in 120×120 crop pixels.
+    """
+    params = np.asarray(params, dtype=np.float64)
+    P = params[..., :12].reshape(params.shape[:-1] + (3, 4))
+    scale, R, t = decompose_projection(P)
+    return np.degrees(rotation_to_angles(R)), R, scale, t
