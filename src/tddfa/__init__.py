@@ -1,5 +1,41 @@
-"""tddfa — 3D Dense Face Alignment (3DDFA / 3DDFA_V2) on the CPU."""
+"""tddfa — 3D Dense Face Alignment (3DDFA / 3DDFA_V2) on the CPU, without PyTorch at inference.
+
+Public API::
+
+    from tddfa import FaceAligner
+    result = FaceAligner().align("photo.jpg")
+    for face in result.faces:
+        face.landmarks       # (68, 3) float32, image pixels
+        face.pose.yaw        # degrees
+"""
 
 from __future__ import annotations
 
+from .errors import AssetError, DependencyError, InputError, ModelError, TddfaError
+from .models import list_models
+from .results import Face, ImageResult, Pose
+
 __version__ = "0.1.0"
+
+__all__ = [
+    "FaceAligner",
+    "Face",
+    "Pose",
+    "ImageResult",
+    "TddfaError",
+    "InputError",
+    "AssetError",
+    "ModelError",
+    "DependencyError",
+    "list_models",
+    "__version__",
+]
+
+
+def __getattr__(name: str):
+    # Heavy modules (ONNX Runtime, OpenCV) load on first use, keeping `import tddfa` cheap.
+    if name == "FaceAligner":
+        from .pipeline import FaceAligner
+
+        return FaceAligner
+    raise AttributeError(f"module 'tddfa' has no attribute {name!r}")

@@ -152,7 +152,13 @@ REGISTRY: dict[str, AssetSpec] = {
 
 
 def cache_dir() -> Path:
-    """The per-user cache folder (also where converted ONNX models go when assets are read-only)."""
+    """The per-user cache folder: downloaded assets and converted ONNX graphs.
+
+    ``$TDDFA_CACHE`` overrides the platform default (``~/.cache/tddfa`` on Linux).
+    """
+    override = os.environ.get("TDDFA_CACHE")
+    if override:
+        return Path(override).expanduser()
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("tddfa", appauthor=False))

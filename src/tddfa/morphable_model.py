@@ -41,7 +41,8 @@ N_VERTICES, N_TRIANGLES, N_LANDMARKS = 38365, 76073, 68
 
 
 def split_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split ``(B, 62)`` into linear part ``(B, 3, 3)``, offset ``(B, 3)``, shape ``(B, 40)``, expression ``(B, 10)``."""
+    """Split ``(B, 62)`` into linear part ``(B, 3, 3)``, offset ``(B, 3)``, shape ``(B, 40)`` and
+    expression ``(B, 10)`` coefficients."""
     params = np.asarray(params)
     if params.ndim != 2 or params.shape[1] != N_PARAMS:
         raise InputError(f"params must be (B, {N_PARAMS}), got {params.shape}")
