@@ -67,3 +67,13 @@ def test_crop_outside_image_is_zero_filled():
     assert c[55:95, 65:115].min() == 200
     inside = crop_roi(img, np.array([0.0, 0.0, 60.0, 50.0]))
     assert inside.min() == 200
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_fused_image_reconstruction_equals_two_step(reference, dense):
+    mm = load_morphable_model()
+    params = np.array([f["param"] for _n, f in reference], np.float32)
+    rois = np.array([f["roi_box"] for _n, f in reference])
+    fused = mm.reconstruct_image(params, rois, dense=dense)
+    two_step = to_image_frame(mm.reconstruct(params, dense=dense), rois)
+    np.testing.assert_allclose(fused, two_step, atol=2e-3 * np.abs(two_step).max() / 1000 + 1e-2)

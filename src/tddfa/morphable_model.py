@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
+from numba import njit, prange
 
 from . import assets
 from .crop import INPUT_SIZE
@@ -109,8 +110,60 @@ class MorphableModel:
         """
         params = np.asarray(params, dtype=np.float32).reshape(-1, N_PARAMS)
         R, t, _, _ = split_params(params)
-        s = self.shape_vectors(params, dense)
-        return np.matmul(s, R.transpose(0, 2, 1)) + t[:, None, :]
+        return self._posed(params, R, t, dense)
+
+    def reconstruct_image(self, params: np.ndarray, roi_boxes: np.ndarray, dense: bool = False,
+                          size: int = INPUT_SIZE) -> np.ndarray:
+        """Vertices ``(B, N, 3)`` float32 in image pixels: :meth:`reconstruct` followed by
+        :func:`to_image_frame`, fused into one pass over the model (the fast path)."""
+        params = np.asarray(params, dtype=np.float32).reshape(-1, N_PARAMS)
+        R, t, _, _ = split_params(params)
+        rois = np.asarray(roi_boxes, dtype=np.float64).reshape(-1, 4)
+        sx = (rois[:, 2] - rois[:, 0]) / size
+        sy = (rois[:, 3] - rois[:, 1]) / size
+        sz = (sx + sy) / 2
+        scale = np.stack([sx, -sy, sz], axis=1)  # (B, 3): y is flipped
+        M = R.astype(np.float64) * scale[:, :, None]
+        c = np.stack([sx * (t[:, 0] - 1) + rois[:, 0], sy * (size - t[:, 1]) + rois[:, 1],
+                      sz * (t[:, 2] - 1)], axis=1)
+        v = self._posed(params, M, c, dense)
+        if v.shape[1]:
+            v[..., 2] -= v[..., 2].min(axis=1, keepdims=True)
+        return v
+
+    def _posed(self, params: np.ndarray, M: np.ndarray, c: np.ndarray, dense: bool) -> np.ndarray:
+        """``M @ shape + c`` per face for linear maps ``M`` ``(B, 3, 3)`` and offsets ``c`` ``(B, 3)``."""
+        if not dense:
+            s = self.shape_vectors(params, dense=False)
+            return (np.matmul(s, M.transpose(0, 2, 1).astype(np.float32))
+                    + c[:, None, :].astype(np.float32))
+        if self.w is None:
+            self.shape_vectors(params, dense=True)  # raises the explanatory AssetError
+        alpha = np.ascontiguousarray(params[:, 12:62], dtype=np.float32)
+        out = np.empty((len(params), self.n_vertices, 3), np.float32)
+        _dense_affine(self.u, self.w, alpha, np.ascontiguousarray(M, np.float32),
+                      np.ascontiguousarray(c, np.float32), out)
+        return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _dense_affine(u, w, alpha, M, c, out):  # pragma: no cover - compiled
+    """out[b, n] = M[b] @ (u + w @ alpha[b])[3n:3n+3] + c[b]; the bases are read once for all faces."""
+    n_faces, k_dim = alpha.shape
+    n_vert = out.shape[1]
+    for n in prange(n_vert):
+        i = 3 * n
+        for b in range(n_faces):
+            sx = u[i]
+            sy = u[i + 1]
+            sz = u[i + 2]
+            for k in range(k_dim):
+                a = alpha[b, k]
+                sx += w[i, k] * a
+                sy += w[i + 1, k] * a
+                sz += w[i + 2, k] * a
+            for r in range(3):
+                out[b, n, r] = M[b, r, 0] * sx + M[b, r, 1] * sy + M[b, r, 2] * sz + c[b, r]
 
 
 def to_image_frame(vertices: np.ndarray, roi_boxes: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -187,10 +240,10 @@ def load_morphable_model(prefer: str = "auto") -> MorphableModel:
             if prefer != "auto":
                 raise
             continue
-        u = np.asarray(d["u"], dtype=np.float32).reshape(-1)
-        w = np.concatenate(
+        u = np.ascontiguousarray(np.asarray(d["u"], dtype=np.float32).reshape(-1))
+        w = np.ascontiguousarray(np.concatenate(
             [np.asarray(d["w_shp"], np.float32), np.asarray(d["w_exp"], np.float32)], axis=1
-        )
+        ))
         kp = np.asarray(d["keypoints"]).reshape(-1).astype(np.int64)
         tri = np.asarray(d["tri"])
         if tri.shape[0] == 3 and tri.shape[1] != 3:

@@ -18,7 +18,7 @@ import numpy as np
 from .crop import crop_batch, roi_from_box, roi_from_landmarks
 from .errors import InputError
 from .image_io import load_image
-from .morphable_model import MorphableModel, load_morphable_model, to_image_frame
+from .morphable_model import MorphableModel, load_morphable_model
 from .pose import pose_from_params
 from .regressor import Regressor
 from .results import Face, ImageResult, Pose
@@ -169,8 +169,8 @@ class FaceAligner:
             boxes = np.hstack([rois, np.ones((len(rois), 1))])
         boxes = _as_boxes(boxes)
         mm = self.morphable_model
-        lms = to_image_frame(mm.reconstruct(params, dense=False), rois)
-        verts = to_image_frame(mm.reconstruct(params, dense=True), rois) if dense else None
+        lms = mm.reconstruct_image(params, rois, dense=False)
+        verts = mm.reconstruct_image(params, rois, dense=True) if dense else None
         angles, R, scale, t = pose_from_params(params)
         return [
             Face(
@@ -193,7 +193,7 @@ class FaceAligner:
         if todo:
             p = np.stack([faces[i].params for i in todo])
             r = np.stack([faces[i].roi_box for i in todo])
-            v = to_image_frame(self.morphable_model.reconstruct(p, dense=True), r)
+            v = self.morphable_model.reconstruct_image(p, r, dense=True)
             for k, i in enumerate(todo):
                 out[i] = v[k]
         return out
