@@ -101,3 +101,22 @@ def test_bad_boxes_are_refused(aligner):
         aligner.align(img, boxes=[[50, 50, 10, 10]])
     with pytest.raises(InputError, match=r"\(K, 4\)"):
         aligner.align(img, boxes=[[1, 2, 3]])
+
+
+def test_result_plot_and_save(aligner, shared, tmp_path):
+    img = read_image(shared / "samples" / "JianzhuGuo.jpg")
+    r = aligner.align(img)
+    drawn = r.plot(img)
+    assert drawn.shape == img.shape and (drawn != img).any()
+    r.save(tmp_path / "r.json")
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["faces"][0]["param"] == r.to_dict()["faces"][0]["param"]
+
+
+def test_huge_image(aligner, shared):
+    import cv2
+
+    img = read_image(shared / "samples" / "trump_hillary.jpg")
+    big = cv2.resize(img, (img.shape[1] * 5, img.shape[0] * 5))  # 7680 x 3445
+    faces = aligner.align(big).faces
+    assert len(faces) == 2

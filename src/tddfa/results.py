@@ -102,6 +102,23 @@ class ImageResult:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(**kwargs))
 
+    def plot(self, image: np.ndarray, kind: str = "landmarks", triangles: np.ndarray | None = None
+             ) -> np.ndarray:
+        """Draw the faces on ``image`` (``(H, W, 3)`` uint8 BGR) → a new BGR image.
+
+        ``kind`` is any of :data:`tddfa.render.RENDERERS` (``landmarks``, ``mesh``, ``depth``,
+        ``pncc``, ``normal``, ``pose``, ``dense``, ``uv``); mesh kinds need ``face.vertices``.
+        """
+        from .render import render
+
+        return render(kind, image, self.faces, triangles)
+
+    def save(self, path: str, *, include_vertices: bool = False) -> None:
+        """Write :meth:`to_json` to ``path`` atomically."""
+        from .atomic import atomic_write_text
+
+        atomic_write_text(path, self.to_json(include_vertices=include_vertices))
+
     def __len__(self) -> int:
         return len(self.faces)
 
