@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEGENERATE_AREA = 1e-12
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # pragma: no cover
     height, width = depth.shape
     n_vertices = vertices.shape[0]
@@ -59,22 +59,16 @@ def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # 
             continue
         x0 = np.float64(vertices[i0, 0])
         y0 = np.float64(vertices[i0, 1])
-        z0 = np.float64(vertices[i0, 2])
         x1 = np.float64(vertices[i1, 0])
         y1 = np.float64(vertices[i1, 1])
-        z1 = np.float64(vertices[i1, 2])
         x2 = np.float64(vertices[i2, 0])
         y2 = np.float64(vertices[i2, 1])
-        z2 = np.float64(vertices[i2, 2])
-        if not (math.isfinite(x0) and math.isfinite(y0) and math.isfinite(z0)
-                and math.isfinite(x1) and math.isfinite(y1) and math.isfinite(z1)
-                and math.isfinite(x2) and math.isfinite(y2) and math.isfinite(z2)):
-            continue
         xmin = min(x0, min(x1, x2))
         xmax = max(x0, max(x1, x2))
         ymin = min(y0, min(y1, y2))
         ymax = max(y0, max(y1, y2))
-        if xmax < 0.0 or ymax < 0.0 or xmin > width - 1.0 or ymin > height - 1.0:
+        # written so that NaN coordinates fail the test; infinities are caught by the area below
+        if not (xmax >= 0.0 and ymax >= 0.0 and xmin <= width - 1.0 and ymin <= height - 1.0):
             continue
         # clip in floating point first so huge coordinates cannot overflow the integer cast
         c0 = int(math.ceil(max(xmin, 0.0)))
@@ -83,34 +77,52 @@ def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # 
         r1 = int(math.floor(min(ymax, height - 1.0)))
         if c0 > c1 or r0 > r1:
             continue
+        z0 = np.float64(vertices[i0, 2])
+        z1 = np.float64(vertices[i1, 2])
+        z2 = np.float64(vertices[i2, 2])
+        if not (math.isfinite(xmin) and math.isfinite(xmax) and math.isfinite(ymin)
+                and math.isfinite(ymax) and math.isfinite(z0 + z1 + z2)):
+            continue
         area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
         if abs(area) <= DEGENERATE_AREA:
             continue
-        inv_area = 1.0 / area
+        # edge k (opposite vertex k) as e_k = a_k x + b_k y + c_k, oriented so that inside >= 0;
+        # a shared edge gets exactly negated coefficients in its two triangles (no cracks)
+        s = 1.0 if area > 0.0 else -1.0
+        a0 = (y1 - y2) * s
+        b0 = (x2 - x1) * s
+        k0 = (x1 * y2 - x2 * y1) * s
+        a1 = (y2 - y0) * s
+        b1 = (x0 - x2) * s
+        k1 = (x2 * y0 - x0 * y2) * s
+        a2 = (y0 - y1) * s
+        b2 = (x1 - x0) * s
+        k2 = (x0 * y1 - x1 * y0) * s
+        inv_area = 1.0 / abs(area)
         for py in range(r0, r1 + 1):
             fy = np.float64(py)
+            e0y = b0 * fy + k0
+            e1y = b1 * fy + k1
+            e2y = b2 * fy + k2
             for px in range(c0, c1 + 1):
                 fx = np.float64(px)
-                # edge functions: twice the signed areas of (p, v1, v2), (p, v2, v0), (p, v0, v1)
-                b0 = ((x1 - fx) * (y2 - fy) - (x2 - fx) * (y1 - fy)) * inv_area
-                if b0 < 0.0:
-                    continue
-                b1 = ((x2 - fx) * (y0 - fy) - (x0 - fx) * (y2 - fy)) * inv_area
-                if b1 < 0.0:
-                    continue
-                b2 = ((x0 - fx) * (y1 - fy) - (x1 - fx) * (y0 - fy)) * inv_area
-                if b2 < 0.0:
-                    continue
-                z = np.float32(b0 * z0 + b1 * z1 + b2 * z2)
-                if z > depth[py, px]:
-                    depth[py, px] = z
-                    tri_index[py, px] = t + tri_offset
-                    bary[py, px, 0] = b0
-                    bary[py, px, 1] = b1
-                    bary[py, px, 2] = b2
+                e0 = a0 * fx + e0y
+                e1 = a1 * fx + e1y
+                e2 = a2 * fx + e2y
+                if (e0 >= 0.0) & (e1 >= 0.0) & (e2 >= 0.0):
+                    w0 = e0 * inv_area
+                    w1 = e1 * inv_area
+                    w2 = e2 * inv_area
+                    z = np.float32(w0 * z0 + w1 * z1 + w2 * z2)
+                    if z > depth[py, px]:
+                        depth[py, px] = z
+                        tri_index[py, px] = t + tri_offset
+                        bary[py, px, 0] = w0
+                        bary[py, px, 1] = w1
+                        bary[py, px, 2] = w2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, error_model="numpy")
 def _interp_kernel(attributes, triangles, tri_index, bary, out):  # pragma: no cover
     height, width = tri_index.shape
     n_tri = triangles.shape[0]
@@ -230,9 +242,8 @@ def rasterize_meshes(
         triangles: ``(M, 3)`` int, the same for every mesh.
 
     Returns:
-        As :func:`rasterize`; the stored triangle index is ``k * M + t``, so
-        ``face_id = tri_index // M`` (``-1`` stays ``-1`` with floor division by ``M`` only for
-        covered pixels; test ``tri_index >= 0`` first).
+        As :func:`rasterize`; the stored triangle index is ``k * M + t``, so on covered pixels
+        (``tri_index >= 0``) the mesh is ``tri_index // M`` and its triangle ``tri_index % M``.
     """
     depth, tri_index, bary = empty_buffers(height, width)
     m = len(np.asarray(triangles).reshape(-1, 3))
