@@ -70,3 +70,14 @@ def test_corrupt_weights_give_one_line_error(shared, tmp_path):
 def test_unknown_model_suggests(shared, capsys):
     assert main(["align", str(shared / "samples" / "5.png"), "-o", "/tmp/x", "--model", "mb5"]) == 1
     assert "did you mean 'mb05'" in capsys.readouterr().err
+
+
+def test_outputs_have_normal_permissions(tmp_path):
+    import os
+
+    from tddfa.atomic import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "a.json", "{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -91,7 +91,7 @@ def _add_align(sub) -> None:
                    help="second pass: re-crop each face from its first-pass landmarks")
     p.add_argument("--dense", action="store_true", help="include the 38,365 dense vertices in the JSON")
     p.add_argument("--render", type=_split_list, default=[], metavar="KINDS",
-                   help="comma list of renders: mesh,depth,pncc,normal,uv,pose,dense")
+                   help="comma list of renders: mesh,depth,pncc,normal,uv,pose,dense,landmarks")
     p.add_argument("--export", type=_split_list, default=[], metavar="FORMATS",
                    help="comma list of mesh files per face: obj,ply,glb")
     p.add_argument("--frame", default="image", choices=["image", "centered_yup"],

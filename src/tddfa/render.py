@@ -173,43 +173,41 @@ def _tri_key(tri: np.ndarray) -> tuple:
     return key
 
 
-def _incidence(tri: np.ndarray, n_vertices: int):
-    """Sparse ``(N, M)`` vertex-triangle incidence matrix (cached per triangle list)."""
-    import scipy.sparse as sp
-
-    def make():
-        m = len(tri)
-        rows = tri.reshape(-1)
-        cols = np.repeat(np.arange(m, dtype=np.int32), 3)
-        data = np.ones(3 * m, dtype=np.float32)
-        return sp.csr_matrix((data, (rows, cols)), shape=(n_vertices, m))
-
-    return _cached(("incidence", n_vertices) + _tri_key(tri), make)
+@njit(cache=True, nogil=True)
+def _normal_sums_kernel(v, tri, out):  # pragma: no cover - compiled
+    """Scatter each triangle's (v1 - v0) x (v2 - v0) (twice its area times its normal) onto its
+    corners; returns the summed z of all triangle normals (the mesh's signed projected area)."""
+    total = 0.0
+    for t in range(tri.shape[0]):
+        a, b, c = tri[t, 0], tri[t, 1], tri[t, 2]
+        e1x = v[b, 0] - v[a, 0]
+        e1y = v[b, 1] - v[a, 1]
+        e1z = v[b, 2] - v[a, 2]
+        e2x = v[c, 0] - v[a, 0]
+        e2y = v[c, 1] - v[a, 1]
+        e2z = v[c, 2] - v[a, 2]
+        fx = e1y * e2z - e1z * e2y
+        fy = e1z * e2x - e1x * e2z
+        fz = e1x * e2y - e1y * e2x
+        if not (np.isfinite(fx) and np.isfinite(fy) and np.isfinite(fz)):
+            continue
+        total += fz
+        for k in (a, b, c):
+            out[k, 0] += fx
+            out[k, 1] += fy
+            out[k, 2] += fz
+    return total
 
 
 def _normal_sums(v: np.ndarray, tri: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-vertex sums of the adjacent triangles' area-weighted normals, as three ``(N,)``
     float32 arrays (x, y, z), oriented so the mesh as a whole faces +z."""
-    corners = _cached(("tri_t",) + _tri_key(tri), lambda: np.ascontiguousarray(tri.T))
-    # gather whole vertices at once: pad xyz to 16 bytes and take them as complex128 items
-    padded = np.zeros((len(v), 4), dtype=np.float32)
-    padded[:, :3] = v
-    g = padded.view(np.complex128).reshape(-1).take(corners).view(np.float32)
-    g = g.reshape(3, -1, 4)                               # (corner, triangle, xyz_)
-    e1 = g[1] - g[0]
-    e2 = g[2] - g[0]
-    fx = e1[:, 1] * e2[:, 2] - e1[:, 2] * e2[:, 1]      # (v1 - v0) x (v2 - v0): 2 x area
-    fy = e1[:, 2] * e2[:, 0] - e1[:, 0] * e2[:, 2]
-    fz = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    total = float(fz.sum(dtype=np.float64))
-    if not np.isfinite(total + float(fx.sum()) + float(fy.sum())):   # non-finite vertices
-        for f in (fx, fy, fz):
-            f[~np.isfinite(f)] = 0.0
-        total = float(fz.sum(dtype=np.float64))
+    out = np.zeros((len(v), 3), np.float32)
+    total = _normal_sums_kernel(np.ascontiguousarray(v, np.float32),
+                                np.ascontiguousarray(tri, np.int32), out)
     if total < 0:   # signed projected area < 0: the triangles are wound the other way
-        fx, fy, fz = -fx, -fy, -fz
-    a = _incidence(tri, len(v))
-    return a @ fx, a @ fy, a @ fz
+        out = -out
+    return out[:, 0], out[:, 1], out[:, 2]
 
 
 def vertex_normals(vertices: np.ndarray, triangles: np.ndarray | None = None) -> np.ndarray:
@@ -217,7 +215,7 @@ def vertex_normals(vertices: np.ndarray, triangles: np.ndarray | None = None) ->
     triangles' normals).
 
     Oriented so that the mesh as a whole faces the camera (+z), whatever the triangles'
-    winding. Vertices on no (non-degenerate) triangle get ``(0, 0, 1)``. Vectorised NumPy/SciPy.
+    winding. Vertices on no (non-degenerate) triangle get ``(0, 0, 1)``.
     """
     v = np.asarray(vertices, dtype=np.float32)
     if v.ndim != 2 or v.shape[1] != 3:
