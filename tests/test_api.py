@@ -8,10 +8,12 @@ import tddfa
 
 def test_public_api_surface():
     assert sorted(tddfa.__all__) == sorted([
-        "FaceAligner", "Face", "Pose", "ImageResult", "TddfaError", "InputError", "AssetError",
+        "FaceAligner", "VideoAligner", "Face", "Pose", "ImageResult", "TddfaError", "InputError", "AssetError",
         "ModelError", "DependencyError", "list_models", "__version__",
     ])
     assert tddfa.list_models() == ["mb05", "mb1"]
+    assert tddfa.FaceAligner.__module__ == "tddfa.pipeline"
+    assert tddfa.VideoAligner.__module__ == "tddfa.video"
 
 
 def test_inference_does_not_import_torch():

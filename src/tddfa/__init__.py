@@ -19,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FaceAligner",
+    "VideoAligner",
     "Face",
     "Pose",
     "ImageResult",
@@ -38,4 +39,8 @@ def __getattr__(name: str):
         from .pipeline import FaceAligner
 
         return FaceAligner
+    if name == "VideoAligner":
+        from .video import VideoAligner
+
+        return VideoAligner
     raise AttributeError(f"module 'tddfa' has no attribute {name!r}")
