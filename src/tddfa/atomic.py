@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "AtomicOutput"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -36,3 +36,23 @@ def _umask() -> int:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Text (UTF-8) version of :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class AtomicOutput:
+    """Mixin for writers that stream into a temporary file: as a context manager it calls
+    ``close()`` (publish the file) on success and ``abort()`` (delete the partial file) on error."""
+
+    def close(self):  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def abort(self) -> None:  # pragma: no cover - implemented by subclasses
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *_):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

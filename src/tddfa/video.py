@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from .atomic import AtomicOutput
 from .crop import roi_from_box, roi_from_landmarks
 from .errors import InputError, TddfaError, require
 from .results import Face
@@ -955,7 +956,7 @@ def _temp_beside(path: Path) -> Path:
     return Path(tmp)
 
 
-class VideoWriter:
+class VideoWriter(AtomicOutput):
     """Write BGR frames to a video file, atomically (temporary file renamed on :meth:`close`).
 
     Drawing (``render``) and encoding run in a background thread, overlapping the caller's work.
@@ -1054,14 +1055,6 @@ class VideoWriter:
         self._finish()
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def _r(a: np.ndarray, nd: int) -> list:
@@ -1088,7 +1081,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
             "faces": faces}
 
 
-class JsonlWriter:
+class JsonlWriter(AtomicOutput):
     """Per-frame JSON Lines, written to a temporary file and renamed into place on :meth:`close`
     (a reader never sees a half-written file; :meth:`abort` deletes the partial file)."""
 
@@ -1115,14 +1108,6 @@ class JsonlWriter:
         self._f.close()
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, *_):
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 # =============================================================================================
