@@ -8,8 +8,8 @@ import tddfa
 
 def test_public_api_surface():
     assert sorted(tddfa.__all__) == sorted([
-        "FaceAligner", "VideoAligner", "Face", "Pose", "ImageResult", "TddfaError", "InputError", "AssetError",
-        "ModelError", "DependencyError", "list_models", "__version__",
+        "FaceAligner", "VideoAligner", "Face", "Pose", "ImageResult", "TddfaError", "InputError",
+        "AssetError", "ModelError", "DependencyError", "list_models", "__version__",
     ])
     assert tddfa.list_models() == ["mb05", "mb1"]
     assert tddfa.FaceAligner.__module__ == "tddfa.pipeline"

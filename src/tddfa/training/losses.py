@@ -232,20 +232,30 @@ class LandmarkLoss(nn.Module):
 
 
 def landmarks_to_lm_target(points: torch.Tensor, size: int = 120) -> torch.Tensor:
-    """Crop-frame landmarks ``(B, 68, 2)`` (crop px, y up) → ``fc_lm`` target ``(B, 136)``:
-    ``[x_0 … x_67, y_0 … y_67] / size``."""
-    return (points / size).transpose(1, 2).reshape(points.shape[0], -1)
+    """Crop-frame landmarks ``(B, 68, 2)`` (x right, y up) → ``fc_lm`` target ``(B, 136)``.
+
+    The layout of the official head (checked against ``mb05``'s outputs): ``[x_0 … x_67,
+    y_0 … y_67]`` in crop-image pixels (y down, 0-based) divided by ``size / 2``, minus 1, so the
+    crop spans ``[-1, 1]``.
+    """
+    half = size / 2.0
+    x = (points[..., 0] - 1.0) / half - 1.0
+    y = (size - points[..., 1]) / half - 1.0
+    return torch.cat([x, y], dim=1)
 
 
 def lm_output_to_landmarks(out: torch.Tensor, size: int = 120) -> torch.Tensor:
-    """Inverse of :func:`landmarks_to_lm_target`: ``(B, 136)`` → ``(B, 68, 2)`` crop px."""
-    return out.reshape(-1, 2, 68).transpose(1, 2) * size
+    """Inverse of :func:`landmarks_to_lm_target`: ``(B, 136)`` → ``(B, 68, 2)`` crop frame."""
+    half = size / 2.0
+    x = (out[:, :68] + 1.0) * half + 1.0
+    y = size - (out[:, 68:] + 1.0) * half
+    return torch.stack([x, y], dim=-1)
 
 
 class LandmarkRegressionLoss(nn.Module):
     """The landmark-regression regulariser: mean squared error between the ``fc_lm`` output
-    ``(B, 136)`` and the target crop-frame landmarks ``(B, 68, 2)`` in :func:`landmarks_to_lm_target`
-    units (crop px / 120)."""
+    ``(B, 136)`` and crop-frame landmarks ``(B, 68, 2)`` in :func:`landmarks_to_lm_target` units
+    (summed over the 136 values, averaged over faces)."""
 
     def forward(self, lm_out: torch.Tensor, target_points: torch.Tensor) -> torch.Tensor:
         if lm_out.ndim != 2 or lm_out.shape[1] != 136:
@@ -270,10 +280,16 @@ class MetaJoint:
             returns for the inputs.
         metric: ``fn(outputs, targets) -> scalar`` on the held-out batch.
         lr: look-ahead step size.
+        normalize: scale each trial step so that its root-mean-square per parameter element is
+            ``lr`` (compares the losses' *directions* with equal step lengths).
+        reduce: optional function applied to the look-ahead metrics before choosing (e.g. an
+            all-reduce mean across DDP processes so that every process chooses alike).
     """
 
     def __init__(self, losses: Mapping[str, LossFn], metric: LossFn, lr: float = 1e-3,
-                 every: int = 1, mode: str = "select", temperature: float = 1.0) -> None:
+                 every: int = 1, mode: str = "select", temperature: float = 1.0,
+                 normalize: bool = False,
+                 reduce: Callable[[dict[str, float]], dict[str, float]] | None = None) -> None:
         if not losses:
             raise InputError("MetaJoint needs at least one candidate loss")
         if mode not in ("select", "soft"):
@@ -284,6 +300,8 @@ class MetaJoint:
         self.every = max(1, int(every))
         self.mode = mode
         self.temperature = float(temperature)
+        self.normalize = bool(normalize)
+        self.reduce = reduce
         self._calls = 0
         self.current = {k: 1.0 / len(self.losses) for k in self.losses}
         self.last_metrics: dict[str, float] = {}
@@ -303,7 +321,12 @@ class MetaJoint:
                 model.train(was_training)
                 loss = fn(model(inputs), targets)
                 grads = torch.autograd.grad(loss, params, allow_unused=True)
-                trial = {n: (p.detach() - self.lr * g if g is not None else p.detach())
+                step = self.lr
+                if self.normalize:
+                    sq = sum(float((g.detach() ** 2).sum()) for g in grads if g is not None)
+                    numel = sum(g.numel() for g in grads if g is not None)
+                    step = self.lr / max(np.sqrt(sq / max(numel, 1)), 1e-30)
+                trial = {n: (p.detach() - step * g if g is not None else p.detach())
                          for n, p, g in zip(names, params, grads, strict=True)}
                 model.eval()
                 with torch.no_grad():
@@ -320,6 +343,8 @@ class MetaJoint:
         """Weights ``{name: w}`` (sum 1) for this step; re-evaluated every ``every`` calls."""
         if len(self.losses) > 1 and self._calls % self.every == 0:
             m = self.lookahead(model, inputs, targets, held_inputs, held_targets)
+            if self.reduce is not None:
+                m = self.reduce(m)
             self.last_metrics = m
             keys = list(m)
             vals = np.array([m[k] for k in keys])
