@@ -204,7 +204,7 @@ def tiny_run(label_manifest, tmp_path_factory):
     from tddfa.training.trainer import train
 
     out = tmp_path_factory.mktemp("tiny")
-    cfg = _tiny_config(label_manifest, out, steps=120, val_every=120, ckpt_every=60)
+    cfg = _tiny_config(label_manifest, out, steps=120, val_every=120, ckpt_every=60, tensorboard=True)
     return out, cfg, train(cfg)
 
 
@@ -218,6 +218,10 @@ def test_tiny_training_loss_falls(tiny_run):
     assert summary["skipped"] == 0
     assert set(summary["meta_choices"]) == {"fwpdc", "vdc"}
     assert summary["val"] and np.isfinite(summary["val"][-1]["nme"])
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:  # the optional 'tensorboard' extra
+        assert list((out / "tb").glob("events.out.tfevents.*"))
 
 
 def test_tiny_training_resumes(tiny_run):
