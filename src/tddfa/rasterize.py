@@ -122,24 +122,27 @@ def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # 
                         bary[py, px, 2] = w2
 
 
+@njit(inline="always", cache=True, nogil=True)
+def pixel_corners(tri_index, bary, triangles, py, px):  # pragma: no cover - compiled
+    """For a covered pixel: face number ``k`` (from a stored ``k * M + t``), the three vertex
+    indices of its triangle ``t`` and the pixel's barycentric weights."""
+    ti = tri_index[py, px]
+    n_tri = triangles.shape[0]
+    k = ti // n_tri
+    t = ti - k * n_tri
+    return (k, triangles[t, 0], triangles[t, 1], triangles[t, 2],
+            bary[py, px, 0], bary[py, px, 1], bary[py, px, 2])
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _interp_kernel(attributes, triangles, tri_index, bary, out):  # pragma: no cover
     height, width = tri_index.shape
-    n_tri = triangles.shape[0]
     n_channels = attributes.shape[2]
     for py in range(height):
         for px in range(width):
-            ti = tri_index[py, px]
-            if ti < 0:
+            if tri_index[py, px] < 0:
                 continue
-            k = ti // n_tri
-            t = ti - k * n_tri
-            i0 = triangles[t, 0]
-            i1 = triangles[t, 1]
-            i2 = triangles[t, 2]
-            b0 = bary[py, px, 0]
-            b1 = bary[py, px, 1]
-            b2 = bary[py, px, 2]
+            k, i0, i1, i2, b0, b1, b2 = pixel_corners(tri_index, bary, triangles, py, px)
             for c in range(n_channels):
                 out[py, px, c] = (b0 * attributes[k, i0, c] + b1 * attributes[k, i1, c]
                                   + b2 * attributes[k, i2, c])

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from .errors import InputError
-from .rasterize import _raster_kernel, empty_buffers, interpolate, rasterize
+from .rasterize import _raster_kernel, empty_buffers, interpolate, pixel_corners, rasterize
 
 __all__ = [
     "RENDERERS",
@@ -252,23 +252,14 @@ def _composite_kernel(attributes, triangles, tri_index, bary, out, alpha, tint):
     ``attributes`` ``(K, N, C)`` with C = 1 (grey, scaled by the 3 ``tint`` values) or C = 3.
     """
     height, width = tri_index.shape
-    n_tri = triangles.shape[0]
     grey = attributes.shape[2] == 1
     beta = np.float32(1.0) - alpha
     col = np.empty(3, dtype=np.float32)
     for py in range(height):
         for px in range(width):
-            ti = tri_index[py, px]
-            if ti < 0:
+            if tri_index[py, px] < 0:
                 continue
-            k = ti // n_tri
-            t = ti - k * n_tri
-            i0 = triangles[t, 0]
-            i1 = triangles[t, 1]
-            i2 = triangles[t, 2]
-            b0 = bary[py, px, 0]
-            b1 = bary[py, px, 1]
-            b2 = bary[py, px, 2]
+            k, i0, i1, i2, b0, b1, b2 = pixel_corners(tri_index, bary, triangles, py, px)
             if grey:
                 g = b0 * attributes[k, i0, 0] + b1 * attributes[k, i1, 0] + b2 * attributes[k, i2, 0]
                 col[0] = g * tint[0]
@@ -532,20 +523,11 @@ def render_normal(
 def _normal_kernel(normals, triangles, tri_index, bary, out):  # pragma: no cover
     """Interpolate unit normals (image frame), renormalise, write B, G, R = z, -y, x in [0, 255]."""
     height, width = tri_index.shape
-    n_tri = triangles.shape[0]
     for py in range(height):
         for px in range(width):
-            ti = tri_index[py, px]
-            if ti < 0:
+            if tri_index[py, px] < 0:
                 continue
-            k = ti // n_tri
-            t = ti - k * n_tri
-            i0 = triangles[t, 0]
-            i1 = triangles[t, 1]
-            i2 = triangles[t, 2]
-            b0 = bary[py, px, 0]
-            b1 = bary[py, px, 1]
-            b2 = bary[py, px, 2]
+            k, i0, i1, i2, b0, b1, b2 = pixel_corners(tri_index, bary, triangles, py, px)
             nx = b0 * normals[k, i0, 0] + b1 * normals[k, i1, 0] + b2 * normals[k, i2, 0]
             ny = b0 * normals[k, i0, 1] + b1 * normals[k, i1, 1] + b2 * normals[k, i2, 1]
             nz = b0 * normals[k, i0, 2] + b1 * normals[k, i1, 2] + b2 * normals[k, i2, 2]
