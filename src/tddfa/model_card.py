@@ -90,7 +90,7 @@ def _models_section() -> list[str]:
                 size = "not available here"
         lines.append(f"| {info.name} | {info.arch} | {info.width:g} | `{fname}` | {size} | "
                      f"{info.input_size}×{info.input_size} {info.input_format} | 62 parameters "
-                     f"({info.param_layout}) | {info.licence} |")
+                     f"({info.param_layout.replace('|', '&#124;')}) | {info.licence} |")
     lines += ["", "Pipeline: FaceBoxes detector → roi (box centre moved down by 0.14·base, side "
               "1.58·base) → 120×120 crop → MobileNet-V1 → 62 3DMM parameters → 68 landmarks / "
               "38,365-vertex mesh (BFM 'noneck') and head pose. Inference runs on ONNX Runtime; "
