@@ -87,5 +87,5 @@ def test_install_from(shared, tmp_path):
 
 
 def test_unknown_asset_suggests():
-    with pytest.raises(AssetError, match="did you mean mb05"):
+    with pytest.raises(AssetError, match="did you mean 'mb05'"):
         assets.resolve("mb5")

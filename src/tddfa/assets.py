@@ -21,7 +21,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import AssetError
+from .errors import AssetError, unknown_name
 
 __all__ = [
     "AssetSpec",
@@ -358,10 +358,4 @@ def _get_spec(name: str) -> AssetSpec:
     try:
         return REGISTRY[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise AssetError(
-            f"unknown asset '{name}'{hint} (known: {', '.join(REGISTRY)})"
-        ) from None
+        raise unknown_name("asset", name, REGISTRY, AssetError) from None

@@ -176,13 +176,11 @@ def replace_faces(result, faces, image_name):
 
 
 def _check_kinds(kinds: list[str], known, what: str) -> None:
-    from .errors import InputError
+    from .errors import unknown_name
 
     for k in kinds:
         if k not in known:
-            close = difflib.get_close_matches(k, list(known), n=2)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise InputError(f"unknown {what} {k!r}{hint} (known: {', '.join(known)})")
+            raise unknown_name(what, k, known)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,17 @@ class DependencyError(TddfaError, ImportError):
     """An optional dependency needed for this feature is not installed."""
 
 
+def unknown_name(what: str, name: object, known, error: type[TddfaError] = InputError) -> TddfaError:
+    """The error for a name that is not one of ``known``: it suggests the closest known name and
+    lists them all, e.g. ``unknown model 'mb5'; did you mean 'mb05'? (known: mb05, mb1)``."""
+    import difflib
+
+    known = list(known)
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return error(f"unknown {what} {name!r}{hint} (known: {', '.join(map(str, known))})")
+
+
 def require(module: str, extra: str):
     """Import an optional dependency lazily, or raise :class:`DependencyError` saying how to get it.
 

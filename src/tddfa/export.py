@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
-from .errors import InputError
+from .errors import InputError, unknown_name
 
 __all__ = [
     "WRITERS",
@@ -348,13 +348,7 @@ def _writer(fmt: str) -> Callable[[Path, MeshData], list[Path]]:
     try:
         return WRITERS[fmt]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(fmt, list(WRITERS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise InputError(
-            f"unknown mesh format {fmt!r}{hint} (known: {', '.join(WRITERS)})"
-        ) from None
+        raise unknown_name("mesh format", fmt, WRITERS) from None
 
 
 def export_mesh(

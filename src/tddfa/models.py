@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InputError
+from .errors import unknown_name
 
 __all__ = ["ModelInfo", "MODELS", "get_model_info", "list_models"]
 
@@ -50,11 +50,7 @@ def get_model_info(name: str) -> ModelInfo:
     try:
         return MODELS[name]
     except KeyError:
-        import difflib
-
-        close = difflib.get_close_matches(name, MODELS, n=2)
-        hint = f" — did you mean {close[0]!r}?" if close else ""
-        raise InputError(f"unknown model {name!r}{hint} (known: {', '.join(MODELS)})") from None
+        raise unknown_name("model", name, MODELS) from None
 
 
 def list_models() -> list[str]:

@@ -20,7 +20,6 @@ channel k holds the k-th NCC coordinate x, y, z, i.e. BGR = xyz, as the official
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import zlib
@@ -33,7 +32,7 @@ import cv2
 import numpy as np
 from numba import njit
 
-from .errors import InputError
+from .errors import InputError, unknown_name
 from .rasterize import _raster_kernel, empty_buffers, interpolate, pixel_corners, rasterize
 
 __all__ = [
@@ -794,11 +793,7 @@ def _check_kind(kind: str) -> Callable[..., np.ndarray]:
     try:
         return RENDERERS[kind]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(kind), list(RENDERERS), n=2)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise InputError(
-            f"unknown render kind {kind!r}{hint} (known: {', '.join(RENDERERS)})"
-        ) from None
+        raise unknown_name("render kind", kind, RENDERERS) from None
 
 
 def render(kind: str, image: Any, faces: Sequence[Any], triangles: np.ndarray | None = None,
