@@ -34,6 +34,7 @@ import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_text
 from .errors import InputError, unknown_name
+from .rasterize import check_mesh
 
 __all__ = [
     "WRITERS",
@@ -140,16 +141,7 @@ def _prepare(vertices, triangles, colors, uv, texture, frame) -> MeshData:
     bad = int((~np.isfinite(v).all(axis=1)).sum())
     if bad:
         raise InputError(f"vertices must be finite; {bad} of {len(v)} hold NaN or inf")
-    t = np.asarray(triangles)
-    if t.ndim != 2 or t.shape[1] != 3:
-        raise InputError(f"triangles must be (M, 3) vertex indices, got shape {t.shape}")
-    if t.size and not np.issubdtype(t.dtype, np.integer):
-        raise InputError(f"triangles must hold integers, got dtype {t.dtype}")
-    t = np.ascontiguousarray(t, dtype=np.int32)
-    if t.size and (int(t.min()) < 0 or int(t.max()) >= len(v)):
-        raise InputError(
-            f"triangle indices must lie in [0, {len(v) - 1}], got [{int(t.min())}, {int(t.max())}]"
-        )
+    _, t = check_mesh(v, triangles)
     vf = to_frame(v, frame)
     t = _wind_towards_z(vf, t)
     col = None

@@ -148,7 +148,11 @@ def _interp_kernel(attributes, triangles, tri_index, bary, out):  # pragma: no c
                                   + b2 * attributes[k, i2, c])
 
 
-def _check_mesh(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def check_mesh(vertices: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a mesh: vertices ``(N, 3)``, integer triangles ``(M, 3)`` indexing them.
+
+    Returns contiguous float32 vertices and int32 triangles; raises :class:`InputError`.
+    """
     v = np.asarray(vertices)
     if v.ndim != 2 or v.shape[1] != 3:
         raise InputError(f"vertices must be (N, 3) image pixels, got shape {v.shape}")
@@ -209,7 +213,7 @@ def rasterize(
     Raises:
         InputError: wrong shapes or dtypes, out-of-range triangle indices, mismatched buffers.
     """
-    v, t = _check_mesh(vertices, triangles)
+    v, t = check_mesh(vertices, triangles)
     given = [b is not None for b in (depth, tri_index, bary)]
     if any(given) and not all(given):
         raise InputError("pass depth, tri_index and bary buffers together (or none of them)")
