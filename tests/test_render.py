@@ -34,21 +34,14 @@ KINDS = ["mesh", "depth", "pncc", "normal", "uv", "pose", "dense", "landmarks"]
 
 def load_sample(shared, name: str):
     """(image, [Face], triangles) for a sample photo from the official reference parameters."""
-    from tddfa.morphable_model import load_morphable_model, to_image_frame
-    from tddfa.pose import pose_from_params
-    from tddfa.results import Face, Pose
+    from tddfa.morphable_model import load_morphable_model
+    from tddfa.pipeline import faces_from_params
 
     ref = json.loads((shared / "reference" / "official_mb05_samples.json").read_text())[name]
     mm = load_morphable_model()
-    faces = []
-    for f in ref["faces"]:
-        p = np.asarray(f["param"], np.float32)
-        roi = np.asarray(f["roi_box"], np.float32)
-        v = to_image_frame(mm.reconstruct(p[None], dense=True), roi[None])[0]
-        ang, R, s, t = pose_from_params(p)
-        faces.append(Face(box=np.asarray(f["box"][:4], np.float32), score=float(f["box"][4]),
-                          roi_box=roi, params=p, landmarks=np.asarray(f["landmarks68"], np.float32),
-                          pose=Pose(*map(float, ang), R, float(s), t), vertices=v))
+    faces = faces_from_params(mm, [f["param"] for f in ref["faces"]],
+                              [f["roi_box"] for f in ref["faces"]],
+                              boxes=[f["box"] for f in ref["faces"]], dense=True)
     img = cv2.imread(str(shared / "samples" / name))
     assert img is not None and img.shape[:2] == (ref["height"], ref["width"])
     return img, faces, mm.tri

@@ -23,7 +23,7 @@ from .pose import pose_from_params
 from .regressor import Regressor
 from .results import Face, ImageResult, Pose
 
-__all__ = ["FaceAligner"]
+__all__ = ["FaceAligner", "faces_from_params"]
 
 log = logging.getLogger(__name__)
 
@@ -163,28 +163,7 @@ class FaceAligner:
         dense: bool = False,
     ) -> list[Face]:
         """Build :class:`Face` results from parameters ``(K, 62)`` and their rois ``(K, 4)``."""
-        params = np.asarray(params, np.float32).reshape(-1, 62)
-        rois = np.asarray(rois, np.float64).reshape(-1, 4)
-        if boxes is None:
-            boxes = np.hstack([rois, np.ones((len(rois), 1))])
-        boxes = _as_boxes(boxes)
-        mm = self.morphable_model
-        lms = mm.reconstruct_image(params, rois, dense=False)
-        verts = mm.reconstruct_image(params, rois, dense=True) if dense else None
-        angles, R, scale, t = pose_from_params(params)
-        return [
-            Face(
-                box=boxes[i, :4].astype(np.float32),
-                score=float(boxes[i, 4]),
-                roi_box=rois[i].astype(np.float32),
-                params=params[i],
-                landmarks=lms[i],
-                pose=Pose(float(angles[i, 0]), float(angles[i, 1]), float(angles[i, 2]),
-                          R[i], float(scale[i]), t[i]),
-                vertices=None if verts is None else verts[i],
-            )
-            for i in range(len(params))
-        ]
+        return faces_from_params(self.morphable_model, params, rois, boxes=boxes, dense=dense)
 
     def vertices(self, faces: list[Face]) -> list[np.ndarray]:
         """Dense meshes ``(38365, 3)`` float32 image pixels for faces (computed if absent)."""
@@ -197,6 +176,41 @@ class FaceAligner:
             for k, i in enumerate(todo):
                 out[i] = v[k]
         return out
+
+
+def faces_from_params(
+    mm: MorphableModel,
+    params: np.ndarray,
+    rois: np.ndarray,
+    *,
+    boxes: np.ndarray | None = None,
+    dense: bool = False,
+) -> list[Face]:
+    """:class:`Face` results from de-normalised parameters ``(K, 62)`` and their roi boxes
+    ``(K, 4)`` (image pixels), using morphable model ``mm``. ``boxes`` ``(K, 4|5)`` default to
+    the rois with score 1; ``dense`` also fills ``vertices``."""
+    params = np.asarray(params, np.float32).reshape(-1, 62)
+    # geometry is computed from the float32 roi each Face stores, so it can be recomputed exactly
+    rois = np.asarray(rois, np.float32).reshape(-1, 4).astype(np.float64)
+    if boxes is None:
+        boxes = np.hstack([rois, np.ones((len(rois), 1))])
+    boxes = _as_boxes(boxes)
+    lms = mm.reconstruct_image(params, rois, dense=False)
+    verts = mm.reconstruct_image(params, rois, dense=True) if dense else None
+    angles, R, scale, t = pose_from_params(params)
+    return [
+        Face(
+            box=boxes[i, :4].astype(np.float32),
+            score=float(boxes[i, 4]),
+            roi_box=rois[i].astype(np.float32),
+            params=params[i],
+            landmarks=lms[i],
+            pose=Pose(float(angles[i, 0]), float(angles[i, 1]), float(angles[i, 2]),
+                      R[i], float(scale[i]), t[i]),
+            vertices=None if verts is None else verts[i],
+        )
+        for i in range(len(params))
+    ]
 
 
 def _as_boxes(boxes) -> np.ndarray:

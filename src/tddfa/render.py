@@ -84,11 +84,10 @@ def face_vertices(face: Any) -> np.ndarray:
     ``(N, 3)`` array passed through."""
     verts = getattr(face, "vertices", face)
     if verts is None:
-        from .morphable_model import load_morphable_model, to_image_frame
+        from .morphable_model import load_morphable_model
 
-        mm = load_morphable_model()
-        params = np.asarray(face.params, dtype=np.float32)[None]
-        verts = to_image_frame(mm.reconstruct(params, dense=True), np.asarray(face.roi_box)[None])[0]
+        verts = load_morphable_model().reconstruct_image(
+            np.asarray(face.params)[None], np.asarray(face.roi_box)[None], dense=True)[0]
     v = np.asarray(verts, dtype=np.float32)
     if v.ndim != 2 or v.shape[1] != 3:
         raise InputError(f"face vertices must be (N, 3) image pixels, got shape {v.shape}")
