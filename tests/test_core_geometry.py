@@ -77,3 +77,14 @@ def test_fused_image_reconstruction_equals_two_step(reference, dense):
     fused = mm.reconstruct_image(params, rois, dense=dense)
     two_step = to_image_frame(mm.reconstruct(params, dense=dense), rois)
     np.testing.assert_allclose(fused, two_step, atol=2e-3 * np.abs(two_step).max() / 1000 + 1e-2)
+
+
+def test_sparse_only_model_refuses_dense(shared):
+    from tddfa.errors import AssetError
+
+    mm = load_morphable_model("sparse")
+    assert not mm.has_dense
+    with pytest.raises(AssetError, match="dense reconstruction needs a dense model"):
+        mm.reconstruct_image(np.zeros((1, 62), np.float32), np.array([[0, 0, 120, 120]]), dense=True)
+    with pytest.raises(AssetError, match="dense reconstruction needs a dense model"):
+        mm.reconstruct(np.zeros((1, 62), np.float32), dense=True)

@@ -86,16 +86,19 @@ class MorphableModel:
         """Metadata recorded in every result."""
         return {"source": self.source, "dense": self.has_dense, "notes": self.notes}
 
+    def _require_dense(self) -> None:
+        if self.w is None:
+            raise AssetError(
+                "dense reconstruction needs a dense model (bfm_noneck or bfm_noneck_approx); "
+                "only the 68-landmark bases were found — see `tddfa assets`"
+            )
+
     def shape_vectors(self, params: np.ndarray, dense: bool) -> np.ndarray:
         """Model-space shapes ``(B, N, 3)`` float32 (before pose) for ``params`` ``(B, 62)``."""
         _, _, a_shp, a_exp = split_params(params)
         alpha = np.concatenate([a_shp, a_exp], axis=1).astype(np.float32)
         if dense:
-            if self.w is None:
-                raise AssetError(
-                    "dense reconstruction needs a dense model (bfm_noneck or bfm_noneck_approx); "
-                    "only the 68-landmark bases were found — see `tddfa assets`"
-                )
+            self._require_dense()
             u, w = self.u, self.w
         else:
             u, w = self.u_lm, self.w_lm
@@ -137,8 +140,7 @@ class MorphableModel:
             s = self.shape_vectors(params, dense=False)
             return (np.matmul(s, M.transpose(0, 2, 1).astype(np.float32))
                     + c[:, None, :].astype(np.float32))
-        if self.w is None:
-            self.shape_vectors(params, dense=True)  # raises the explanatory AssetError
+        self._require_dense()
         alpha = np.ascontiguousarray(params[:, 12:62], dtype=np.float32)
         out = np.empty((len(params), self.n_vertices, 3), np.float32)
         _dense_affine(self.u, self.w, alpha, np.ascontiguousarray(M, np.float32),
