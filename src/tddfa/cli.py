@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -134,11 +135,9 @@ def _run_align(args) -> int:
             if args.refine and faces:
                 faces = aligner.refine(img, faces)
             if need_mesh and faces:
-                from dataclasses import replace
-
                 faces = [replace(f, vertices=v) for f, v in zip(faces, aligner.vertices(faces),
                                                                  strict=True)]
-            result = replace_faces(result, faces, str(path))
+            result = replace(result, faces=faces, image=str(path))
             base = out / stem
             atomic_write_text(base.with_name(base.name + ".json"),
                               json.dumps(result.to_dict(include_vertices=args.dense)))
@@ -167,12 +166,6 @@ def _run_align(args) -> int:
     print(f"tddfa align: {done} of {len(items)} image(s) processed, results in {out}/",
           file=sys.stderr)
     return 1 if failed else 0
-
-
-def replace_faces(result, faces, image_name):
-    from dataclasses import replace
-
-    return replace(result, faces=faces, image=image_name)
 
 
 def _check_kinds(kinds: list[str], known, what: str) -> None:
