@@ -49,22 +49,24 @@ class Regressor:
         self.source = assets.resolve(self.info.weights, checkpoint)
         if self.source.suffix == ".onnx":
             onnx_path = self.source
-            self.width = self.info.width
         else:
-            ckpt = load_torch_checkpoint(self.source)
-            meta = ckpt if isinstance(ckpt, dict) else {}
-            self.width = float(meta.get("width", self.info.width))
-            mean, std = load_param_stats(self.info.param_stats)
-            state = state_dict_from_checkpoint(ckpt, source=str(self.source))
-            onnx_path = cached_onnx(
-                self.source, f"{model}-w{self.width:g}",
-                lambda: build_mobilenet_onnx(state, width=self.width, param_mean=mean, param_std=std),
-            )
+            # the checkpoint is only read when its graph is not cached yet
+            onnx_path = cached_onnx(self.source, model, self._build_graph)
         self.session = create_session(onnx_path, threads)
+        graph_meta = self.session.get_modelmeta().custom_metadata_map
+        self.width = float(graph_meta.get("width", self.info.width))
         outs = [o.name for o in self.session.get_outputs()]
         if "param" not in outs:
             raise ModelError(f"{onnx_path}: the graph has no 'param' output (outputs: {outs})")
         self.input_size = self.info.input_size
+
+    def _build_graph(self) -> bytes:
+        ckpt = load_torch_checkpoint(self.source)
+        meta = ckpt if isinstance(ckpt, dict) else {}
+        width = float(meta.get("width", self.info.width))
+        mean, std = load_param_stats(self.info.param_stats)
+        state = state_dict_from_checkpoint(ckpt, source=str(self.source))
+        return build_mobilenet_onnx(state, width=width, param_mean=mean, param_std=std)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:
         """Parameters ``(B, 62)`` float32 for crops ``(B, 120, 120, 3)`` uint8 BGR."""
