@@ -1,6 +1,6 @@
 import numpy as np
 
-from tddfa.detection import FaceBoxesDetector, decode_boxes, nms, prior_boxes
+from tddfa.detection import FaceBoxesDetector, box_iou, decode_boxes, nms, prior_boxes
 
 
 def test_prior_count_matches_feature_maps():
@@ -27,3 +27,10 @@ def test_detector_handles_large_and_tiny(shared):
     assert det(np.zeros((1, 1, 3), np.uint8)).shape == (0, 5)
     big = np.zeros((3000, 5000, 3), np.uint8)
     assert det(big).shape == (0, 5)
+
+
+def test_box_iou():
+    a = np.array([[0, 0, 10, 10]])
+    b = np.array([[0, 0, 10, 10, 0.9], [5, 0, 15, 10, 0.8], [20, 20, 30, 30, 0.7], [0, 0, 0, 0, 0.1]])
+    np.testing.assert_allclose(box_iou(a, b)[0], [1.0, 50 / 150, 0.0, 0.0])
+    assert box_iou(b, a).shape == (4, 1)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tddfa.detection import box_iou
 from tddfa.errors import InputError
 from tddfa.video import (
     ArraySource,
@@ -20,7 +21,6 @@ from tddfa.video import (
     draw_landmarks,
     draw_overlay,
     frame_record,
-    iou,
     open_camera,
     open_video,
 )
@@ -154,12 +154,6 @@ def test_array_source():
 # ----------------------------------------------------------------------------- tracking
 
 
-def test_iou():
-    a = np.array([[0, 0, 10, 10]])
-    b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30], [0, 0, 0, 0]])
-    np.testing.assert_allclose(iou(a, b)[0], [1.0, 50 / 150, 0.0, 0.0])
-
-
 def test_track_small_video_one_identity(videos, aligner):
     va = VideoAligner(aligner, smoothing="centered")
     with open_video(videos["good"]) as src:
@@ -173,7 +167,7 @@ def test_track_small_video_one_identity(videos, aligner):
         # the face is where the detector puts it on that frame
         det = aligner.detect(r.image)[0] if r.index % 7 == 0 else None
         if det is not None:
-            assert iou(f.box[None], det[None, :4])[0, 0] > 0.4
+            assert box_iou(f.box[None], det[None, :4])[0, 0] > 0.4
         x1, y1, x2, y2 = f.box
         assert x1 < f.landmarks[:, 0].mean() < x2 and y1 < f.landmarks[:, 1].mean() < y2
         assert f.params.shape == (62,) and np.all(np.isfinite(f.landmarks))

@@ -21,7 +21,7 @@ from .networks import build_faceboxes_onnx
 from .runtime import cached_onnx, create_session
 from .serialization import load_torch_checkpoint, state_dict_from_checkpoint
 
-__all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms"]
+__all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms", "box_iou"]
 
 _STEPS = (32, 64, 128)
 _MIN_SIZES = ((32, 64, 128), (256,), (512,))
@@ -59,6 +59,24 @@ def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
     centre = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
     size = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
     return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union ``(A, B)`` of boxes ``(A, 4+)`` and ``(B, 4+)`` (x1, y1, x2, y2;
+    extra columns such as a score are ignored); 0 where the union is empty."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a = a.reshape(-1, a.shape[-1] if a.ndim else 4)[:, :4]
+    b = b.reshape(-1, b.shape[-1] if b.ndim else 4)[:, :4]
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def nms(dets: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -311,13 +311,9 @@ def auc_and_failure(errors: np.ndarray, threshold: float) -> tuple[float, float]
 
 def box_iou(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
     """IoU ``(K,)`` of boxes ``(K, 4+)`` with one box ``(4,)``, all x1, y1, x2, y2."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, np.asarray(boxes).shape[-1])[:, :4]
-    g = np.asarray(box, dtype=np.float64).reshape(-1)[:4]
-    iw = np.clip(np.minimum(b[:, 2], g[2]) - np.maximum(b[:, 0], g[0]), 0, None)
-    ih = np.clip(np.minimum(b[:, 3], g[3]) - np.maximum(b[:, 1], g[1]), 0, None)
-    inter = iw * ih
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]) + (g[2] - g[0]) * (g[3] - g[1]) - inter
-    return np.where(area > 0, inter / np.maximum(area, 1e-12), 0.0)
+    from .detection import box_iou as iou_matrix
+
+    return iou_matrix(boxes, np.asarray(box).reshape(-1)[None])[:, 0]
 
 
 def match_detection(boxes: np.ndarray, gt_box: np.ndarray, min_iou: float = 0.1) -> int:

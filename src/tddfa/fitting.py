@@ -88,13 +88,13 @@ def crop_to_image_frame(points: np.ndarray, roi_boxes: np.ndarray,
 def nme(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """2-D NME ``(B,)`` (fraction, not %) of points ``(B, K, 2)``: mean point distance divided by
     ``sqrt(w·h)`` of the ground truth's bounding box (the 3DDFA benchmark normalisation)."""
+    from .evaluation import nme as nme_percent
+
     pred = np.asarray(pred, np.float64)[..., :2]
     gt = np.asarray(gt, np.float64)[..., :2]
     if pred.shape != gt.shape:
         raise InputError(f"pred and gt must have the same shape, got {pred.shape} and {gt.shape}")
-    wh = gt.max(axis=1) - gt.min(axis=1)
-    norm = np.sqrt(np.maximum(wh[:, 0] * wh[:, 1], 1e-12))
-    return np.linalg.norm(pred - gt, axis=-1).mean(axis=1) / norm
+    return nme_percent(pred, gt, "box") / 100.0
 
 
 def _skew(v: np.ndarray) -> np.ndarray:

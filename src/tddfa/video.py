@@ -50,6 +50,7 @@ import numpy as np
 
 from .atomic import AtomicOutput
 from .crop import roi_from_box, roi_from_landmarks
+from .detection import box_iou
 from .errors import InputError, TddfaError, require
 from .results import Face
 from .smoothing import CausalFaceSmoother, CenteredFaceSmoother, SmoothingConfig
@@ -69,7 +70,6 @@ __all__ = [
     "open_video",
     "open_camera",
     "VideoAligner",
-    "iou",
     "draw_landmarks",
     "draw_overlay",
     "OVERLAYS",
@@ -445,21 +445,6 @@ class _Prefetch:
 # =============================================================================================
 
 
-def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Intersection over union of boxes ``(A, 4)`` and ``(B, 4)`` (x1, y1, x2, y2) → ``(A, B)``."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 @dataclass(frozen=True)
 class FrameResult:
     """Faces of one video frame.
@@ -726,7 +711,7 @@ class VideoAligner:
         the older identity."""
         if len(tracks) < 2:
             return tracks
-        ov = iou(np.stack([t.roi for t in tracks]), np.stack([t.roi for t in tracks]))
+        ov = box_iou(np.stack([t.roi for t in tracks]), np.stack([t.roi for t in tracks]))
         order = sorted(range(len(tracks)), key=lambda i: tracks[i].id)
         keep: list[int] = []
         for i in order:
@@ -788,7 +773,7 @@ class VideoAligner:
         det_rois = np.array([roi_from_box(d) for d in dets]).reshape(-1, 4)
         free = np.ones(len(dets), bool)
         if self._tracks and len(dets):
-            ov = iou(np.stack([t.roi for t in self._tracks]), det_rois)
+            ov = box_iou(np.stack([t.roi for t in self._tracks]), det_rois)
             for i, t in enumerate(self._tracks):
                 hit = ov[i] >= self.iou_threshold
                 if hit.any():
@@ -822,7 +807,7 @@ class VideoAligner:
         for j, f in zip(idx, faces, strict=True):
             tid = None
             if len(lost_rois):
-                ov = iou(det_rois[j][None], lost_rois)[0]
+                ov = box_iou(det_rois[j][None], lost_rois)[0]
                 k = int(np.argmax(ov))
                 if ov[k] >= self.iou_threshold:
                     tid = self._lost[k].id
