@@ -59,9 +59,9 @@ def _xy(a: np.ndarray, name: str) -> np.ndarray:
 
 def face_size(landmarks: np.ndarray) -> np.ndarray:
     """``sqrt(w·h)`` of the landmark box per frame: ``(T, K, 2|3)`` → ``(T,)`` float64 pixels."""
-    p = _xy(landmarks, "landmarks")
-    wh = p.max(axis=1) - p.min(axis=1)
-    return np.sqrt(np.clip(wh[:, 0] * wh[:, 1], 0, None))
+    from .evaluation import normaliser
+
+    return normaliser(_xy(landmarks, "landmarks"), "box")
 
 
 def stability_per_pair(
