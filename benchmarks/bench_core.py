@@ -41,10 +41,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = default)")
     args = ap.parse_args()
 
-    from tddfa.crop import crop_batch, roi_from_box
-    from tddfa.detection import FaceBoxesDetector
-    from tddfa.morphable_model import load_morphable_model
-    from tddfa.regressor import Regressor
+    from tddfa.detection.faceboxes import FaceBoxesDetector
+    from tddfa.face.crop import crop_batch, roi_from_box
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.models.regressor import Regressor
 
     img = cv2.imread(str(SHARED / "samples" / "trump_hillary.jpg"))
     img = cv2.resize(img, (1280, 574), interpolation=cv2.INTER_AREA)

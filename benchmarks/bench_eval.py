@@ -27,8 +27,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("TDDFA_HOME", str(here.parent / "shared" / "assets"))
 
-    from tddfa.evaluation import eval_aflw2000_crop, eval_aflw2000_detector
-    from tddfa.regressor import Regressor
+    from tddfa.evaluation.aflw2000 import eval_aflw2000_crop, eval_aflw2000_detector
+    from tddfa.models.regressor import Regressor
 
     reg = Regressor("mb05", threads=args.threads)
     times, parts = [], []
@@ -45,7 +45,7 @@ def main() -> None:
     print(f"  NME 0-30 {nm['0-30']:.3f}  30-60 {nm['30-60']:.3f}  60-90 {nm['60-90']:.3f}  "
           f"mean {nm['mean']:.3f}")
     if args.detector:
-        from tddfa.pipeline import FaceAligner
+        from tddfa.pipeline.aligner import FaceAligner
 
         t0 = time.perf_counter()
         d = eval_aflw2000_detector(FaceAligner("mb05", threads=args.threads), args.data, model="mb05")

@@ -31,8 +31,8 @@ os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
 def load(sample: str):
     import cv2
 
-    from tddfa.morphable_model import load_morphable_model
-    from tddfa.pipeline import faces_from_params
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.pipeline.aligner import faces_from_params
 
     ref = json.loads((SHARED / "reference" / "official_mb05_samples.json").read_text())[sample]
     mm = load_morphable_model()
@@ -44,8 +44,8 @@ def load(sample: str):
 
 
 def cases(img, faces, tri):
-    from tddfa import render as R
-    from tddfa.rasterize import rasterize
+    import tddfa.render as R
+    from tddfa.render.rasterize import rasterize
 
     verts = [f.vertices for f in faces]
     h, w = img.shape[:2]

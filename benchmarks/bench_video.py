@@ -33,9 +33,11 @@ SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
 os.environ.setdefault("TDDFA_OFFLINE", "1")
 
-from tddfa.pipeline import FaceAligner  # noqa: E402
-from tddfa.smoothing import SmoothingConfig  # noqa: E402
-from tddfa.video import VideoAligner, VideoWriter, draw_overlay, open_video  # noqa: E402
+from tddfa.io.video import VideoWriter, open_video  # noqa: E402
+from tddfa.pipeline.aligner import FaceAligner  # noqa: E402
+from tddfa.video.overlay import draw_overlay  # noqa: E402
+from tddfa.video.smoothing import SmoothingConfig  # noqa: E402
+from tddfa.video.tracker import VideoAligner  # noqa: E402
 
 
 def run_once(va: VideoAligner, path: Path, overlay: str | None, out_dir: Path) -> tuple[int, float]:
@@ -59,15 +61,15 @@ def run_once(va: VideoAligner, path: Path, overlay: str | None, out_dir: Path) -
 def stability_report(aligner: FaceAligner, n_frames: int = 60, seeds: int = 3) -> None:
     import numpy as np
 
-    from tddfa.image_io import read_image
-    from tddfa.stability import (
+    from tddfa.io.images import read_image
+    from tddfa.io.video import ArraySource
+    from tddfa.video.stability import (
         smooth_random_motion,
         stability,
         still_motion,
         synthesize_video,
         transform_points_3d,
     )
-    from tddfa.video import ArraySource
 
     modes = ("none", "causal", "centered")
     mm = aligner.morphable_model

@@ -20,8 +20,8 @@ os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
 
 def main() -> None:
     from tddfa import FaceAligner
-    from tddfa.image_io import read_image
-    from tddfa.pose import pose_from_params
+    from tddfa.face.pose import pose_from_params
+    from tddfa.io.images import read_image
 
     ref = json.loads((SHARED / "reference" / "official_mb05_samples.json").read_text())
     aligner = FaceAligner()

@@ -11,9 +11,9 @@ Public API::
 
 from __future__ import annotations
 
-from .errors import AssetError, DependencyError, InputError, ModelError, TddfaError
-from .models import list_models
-from .results import Face, ImageResult, Pose
+from tddfa.errors import AssetError, DependencyError, InputError, ModelError, TddfaError
+from tddfa.face.results import Face, ImageResult, Pose
+from tddfa.models.registry import list_models
 
 __version__ = "0.1.0"
 
@@ -36,11 +36,11 @@ __all__ = [
 def __getattr__(name: str):
     # Heavy modules (ONNX Runtime, OpenCV) load on first use, keeping `import tddfa` cheap.
     if name == "FaceAligner":
-        from .pipeline import FaceAligner
+        from tddfa.pipeline.aligner import FaceAligner
 
         return FaceAligner
     if name == "VideoAligner":
-        from .video import VideoAligner
+        from tddfa.video.tracker import VideoAligner
 
         return VideoAligner
     raise AttributeError(f"module 'tddfa' has no attribute {name!r}")

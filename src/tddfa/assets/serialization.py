@@ -1,0 +1,264 @@
+"""Restricted loaders for pickled NumPy data and PyTorch checkpoints — no ``torch``, no arbitrary code.
+
+Plain ``pickle.load`` (and ``torch.load`` before ``weights_only``) executes whatever callables a
+file names. These loaders only admit the handful of globals that NumPy arrays and PyTorch tensors
+are rebuilt from, and reconstruct tensors as NumPy arrays themselves. Anything else — a tampered
+file, a truncated file, a file of another kind — raises :class:`~tddfa.errors.AssetError`.
+
+Two checkpoint containers are understood:
+
+* the **legacy** format (PyTorch < 1.6, used by the official 3DDFA_V2 weights): a sequence of
+  pickles (magic number, protocol version, system info, the object, the storage keys) followed by
+  each storage's raw bytes, prefixed by its element count;
+* the **zip** format (PyTorch >= 1.6): ``<name>/data.pkl`` plus one ``<name>/data/<key>`` entry
+  per storage.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tddfa.errors import AssetError
+
+__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+
+# PyTorch storage class name -> NumPy dtype of one element.
+_STORAGE_DTYPES: dict[str, np.dtype] = {
+    "FloatStorage": np.dtype("<f4"),
+    "DoubleStorage": np.dtype("<f8"),
+    "HalfStorage": np.dtype("<f2"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
+}
+
+# Globals a NumPy pickle may name (module, name). ``numpy._core`` is NumPy 2's spelling.
+_NUMPY_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _StorageType:
+    """Stand-in for a ``torch.<X>Storage`` class: only carries the element dtype."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.dtype = _STORAGE_DTYPES[name]
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_ignored) -> np.ndarray:
+    """Rebuild a tensor view (offset, size, stride in elements) of a flat storage as a NumPy array."""
+    size = tuple(int(s) for s in size)
+    stride = tuple(int(s) for s in stride)
+    if not size:
+        return storage[offset : offset + 1].reshape(()).copy()
+    extent = 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
+    if offset < 0 or offset + extent > storage.size:
+        raise AssetError(
+            f"checkpoint tensor of shape {size} needs {offset + extent} elements, "
+            f"its storage has {storage.size}: the file is corrupt"
+        )
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:],
+        shape=size,
+        strides=tuple(s * itemsize for s in stride),
+        writeable=False,
+    )
+    return np.ascontiguousarray(view)
+
+
+def _rebuild_parameter(data, requires_grad=None, backward_hooks=None, *_ignored):
+    return data
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that admits NumPy arrays and (optionally) PyTorch tensors, nothing else."""
+
+    def __init__(self, file, *, source: str, storages=None):
+        super().__init__(file)
+        self._source = source
+        self._storages = storages  # None: tensors not allowed; else callable(key, dtype, numel)
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _NUMPY_GLOBALS:
+            return super().find_class(module, name)
+        if self._storages is not None:
+            if module == "torch" and name in _STORAGE_DTYPES:
+                return _StorageType(name)
+            if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+                return _rebuild_tensor
+            if module == "torch._utils" and name == "_rebuild_parameter":
+                return _rebuild_parameter
+        raise AssetError(
+            f"{self._source}: refusing to load '{module}.{name}' — only NumPy arrays"
+            + (" and PyTorch tensors" if self._storages is not None else "")
+            + " are admitted; the file is not a plain data file (tampered, or of another kind)"
+        )
+
+    def persistent_load(self, pid):
+        if self._storages is None:
+            raise AssetError(f"{self._source}: unexpected persistent reference in a data pickle")
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise AssetError(f"{self._source}: unsupported persistent reference {pid[:1]!r}")
+        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        if not isinstance(storage_type, _StorageType):
+            raise AssetError(f"{self._source}: storage of unknown type {storage_type!r}")
+        return self._storages(key, storage_type.dtype, numel)
+
+
+def load_pickle(path: str | Path) -> Any:
+    """Load a pickle that may only hold NumPy arrays, scalars, dicts, lists and strings.
+
+    Raises:
+        AssetError: the file is missing, truncated, or names any other global.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        return _RestrictedUnpickler(io.BytesIO(data), source=str(path)).load()
+    except AssetError:
+        raise
+    except Exception as exc:
+        raise AssetError(f"{path}: not a readable data pickle ({type(exc).__name__}: {exc})") from exc
+
+
+def load_torch_checkpoint(path: str | Path) -> Any:
+    """Load a PyTorch checkpoint (legacy or zip container) with every tensor as a NumPy array.
+
+    Returns the checkpoint's top-level object (usually a dict). No ``torch`` import happens.
+
+    Raises:
+        AssetError: missing, truncated, tampered or not a checkpoint.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not data:
+        raise AssetError(f"{path}: empty file (0 bytes), expected a PyTorch checkpoint")
+    try:
+        if data[:4] == b"PK\x03\x04":
+            return _load_zip_checkpoint(data, str(path))
+        return _load_legacy_checkpoint(data, str(path))
+    except AssetError:
+        raise
+    except Exception as exc:
+        raise AssetError(
+            f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+            "the file may be truncated or of another kind"
+        ) from exc
+
+
+def _load_legacy_checkpoint(data: bytes, source: str) -> Any:
+    buf = io.BytesIO(data)
+    plain = _RestrictedUnpickler(buf, source=source)
+    magic = plain.load()
+    if magic != _LEGACY_MAGIC:
+        raise AssetError(f"{source}: not a PyTorch checkpoint (bad magic number)")
+    plain.load()  # protocol version
+    sys_info = plain.load()
+    if isinstance(sys_info, dict) and not sys_info.get("little_endian", True):
+        raise AssetError(f"{source}: big-endian checkpoints are not supported")
+
+    # Pass 1 only walks the object pickle (tensors built on throw-away buffers) to learn each
+    # storage's dtype and where the raw data starts; pass 2 rebuilds on the real bytes.
+    dtypes: dict[str, np.dtype] = {}
+
+    def placeholder(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        dtypes[key] = dtype
+        return np.zeros(numel, dtype=dtype)
+
+    _RestrictedUnpickler(buf, source=source, storages=placeholder).load()
+    keys = [str(k) for k in _RestrictedUnpickler(buf, source=source).load()]
+    pos = buf.tell()
+    filled: dict[str, np.ndarray] = {}
+    for key in keys:
+        if pos + 8 > len(data):
+            raise AssetError(f"{source}: truncated (storage {key} missing)")
+        (numel,) = struct.unpack_from("<q", data, pos)
+        pos += 8
+        dtype = dtypes.get(key, np.dtype("<f4"))
+        nbytes = numel * dtype.itemsize
+        if numel < 0 or pos + nbytes > len(data):
+            raise AssetError(
+                f"{source}: truncated — storage {key} needs {nbytes} bytes, "
+                f"{len(data) - pos} remain"
+            )
+        filled[key] = np.frombuffer(data, dtype=dtype, count=numel, offset=pos)
+        pos += nbytes
+    missing = set(dtypes) - set(filled)
+    if missing:
+        raise AssetError(f"{source}: truncated — {len(missing)} storages have no data")
+
+    buf2 = io.BytesIO(data)
+    for _ in range(3):
+        _RestrictedUnpickler(buf2, source=source).load()
+    return _RestrictedUnpickler(
+        buf2, source=source, storages=lambda key, dtype, numel: filled[key]
+    ).load()
+
+
+def _load_zip_checkpoint(data: bytes, source: str) -> Any:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pkl) != 1:
+            raise AssetError(f"{source}: zip file without exactly one data.pkl (not a checkpoint)")
+        prefix = pkl[0][: -len("data.pkl")]
+
+        def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+            raw = zf.read(f"{prefix}data/{key}")
+            if len(raw) < numel * dtype.itemsize:
+                raise AssetError(f"{source}: truncated storage {key}")
+            return np.frombuffer(raw, dtype=dtype, count=numel)
+
+        return _RestrictedUnpickler(
+            io.BytesIO(zf.read(pkl[0])), source=source, storages=storage
+        ).load()
+
+
+def state_dict_from_checkpoint(checkpoint: Any, *, source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """Extract a flat ``name -> array`` state dict, dropping a ``module.`` (DataParallel) prefix.
+
+    Accepts a bare state dict or a dict holding one under ``state_dict`` / ``model``.
+    """
+    sd = checkpoint
+    if isinstance(sd, dict):
+        for k in ("state_dict", "model"):
+            if k in sd and isinstance(sd[k], dict):
+                sd = sd[k]
+                break
+    if not isinstance(sd, dict) or not sd:
+        raise AssetError(f"{source}: no state dict found in the checkpoint")
+    out: OrderedDict[str, np.ndarray] = OrderedDict()
+    for k, v in sd.items():
+        if not isinstance(v, np.ndarray):
+            continue
+        out[k[len("module.") :] if k.startswith("module.") else k] = v
+    if not out:
+        raise AssetError(f"{source}: the checkpoint holds no tensors")
+    return out

@@ -1,0 +1,173 @@
+"""Command-line entry points: ``tddfa train`` and ``tddfa data fit|profile``.
+
+Wire-up (in :mod:`tddfa.cli`)::
+
+    from tddfa.cli.train import add_parser, run, add_data_parser, run_data
+    add_parser(subparsers)        # sets args.func = run
+    add_data_parser(subparsers)   # sets args.func = run_data
+
+This module imports neither PyTorch nor PyYAML at import time, so the main CLI stays light.
+It also runs standalone, e.g. under torchrun:
+``torchrun --nproc_per_node 2 -m tddfa.training.cli train --config configs/train_tiny.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+__all__ = ["add_parser", "run", "add_data_parser", "run_data", "main"]
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand."""
+    p = subparsers.add_parser(
+        "train", help="train or fine-tune the regressor from a YAML config (needs tddfa[train])",
+        description="Train the MobileNet-V1 regressor. Resumes from OUT_DIR/last.pth when present. "
+                    "Writes log.csv, val.csv, last.pth, best.pth, model.pth (official layout, "
+                    "loads with FaceAligner(checkpoint=...)) and model.onnx.")
+    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    p.add_argument("--out-dir", help="override out_dir of the config")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--init", help="override model.init: mb05, scratch or a checkpoint path")
+    p.add_argument("--lr", type=float, help="override optim.lr")
+    p.add_argument("--batch-size", type=int, help="override train.batch_size")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set train.freeze_bn=false (repeatable; "
+                        "the value is read as YAML)")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing last.pth")
+    p.add_argument("--threads", type=int, help="torch threads per process")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tddfa train``; returns the exit code."""
+    from tddfa.errors import InputError
+    from tddfa.train.trainer import load_config, train
+
+    over: dict = {}
+    if args.out_dir:
+        over["out_dir"] = args.out_dir
+    if args.steps is not None:
+        over.setdefault("train", {})["steps"] = args.steps
+    if args.init:
+        over.setdefault("model", {})["init"] = args.init
+    if args.threads:
+        over["threads"] = args.threads
+    if args.lr is not None:
+        over.setdefault("optim", {})["lr"] = args.lr
+    if args.batch_size is not None:
+        over.setdefault("train", {})["batch_size"] = args.batch_size
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        import yaml
+
+        node = over
+        parts = key.split(".")
+        for k in parts[:-1]:
+            node = node.setdefault(k, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    cfg = load_config(args.config, over)
+    summary = train(cfg, resume=not args.no_resume)
+    if summary.get("checkpoint"):
+        if args.json:
+            print(json.dumps(summary, indent=1, default=str))
+        else:
+            val = summary.get("val") or []
+            last = f", validation NME {val[-1]['nme']:.3f}%" if val else ""
+            print(f"trained {summary['steps']} steps in {summary['seconds']:.0f} s: loss "
+                  f"{summary['first_loss']:.4g} -> {summary['last_loss']:.4g}{last}; "
+                  f"skipped samples: {summary['skipped']}"
+                  + (f"; meta-joint choices {summary['meta_choices']}"
+                     if summary.get("meta_choices") else "") + "\n"
+                  f"checkpoint: {summary['checkpoint']}\nonnx: {summary['onnx']}")
+    return 0
+
+
+def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``data`` subcommand with ``fit`` and ``profile``."""
+    p = subparsers.add_parser("data", help="make training data: fit labels, profile faces")
+    sub = p.add_subparsers(dest="data_cmd", required=True)
+    f = sub.add_parser("fit", help="fit 62 parameters to the 68 landmarks of 300W crops",
+                       description="Writes OUT (a manifest .npz: names, images, roi_boxes, params, "
+                                   "landmarks, fit_nme) and prints the NME distribution.")
+    f.add_argument("--root", required=True, help="the 300w-crops folder")
+    f.add_argument("--split", action="append", required=True,
+                   help="split name (repeatable), e.g. helen_train")
+    f.add_argument("--out", required=True, help="output manifest (.npz)")
+    f.set_defaults(func=run_data)
+    pr = sub.add_parser("profile", help="synthesise large-pose views (face profiling)",
+                        description="Rotates every face of a manifest out of plane (3DDFA's "
+                                    "300W-LP method), writing OUT_DIR/images, records.jsonl and "
+                                    "manifest.npz. Resumable: re-run the same command.")
+    pr.add_argument("--manifest", required=True, action="append",
+                    help="input manifest(s) from `tddfa data fit` (repeatable)")
+    pr.add_argument("--out-dir", required=True)
+    pr.add_argument("--yaws", default="30,45,60,75,90", help="target |yaw| list, degrees")
+    pr.add_argument("--pitch", type=float, default=10.0, help="random pitch change range, degrees")
+    pr.add_argument("--limit", type=int, help="only the first N faces")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--no-original", action="store_true", help="do not include the source view")
+    pr.set_defaults(func=run_data)
+    p.set_defaults(func=run_data)
+    return p
+
+
+def run_data(args: argparse.Namespace) -> int:
+    """Run ``tddfa data fit`` / ``tddfa data profile``; returns the exit code."""
+    import numpy as np
+
+    from tddfa.train.samples import SampleSet, fit_300w_split, load_manifest, save_manifest
+
+    if args.data_cmd == "fit":
+        sets, errs = [], []
+        for split in args.split:
+            ss, e = fit_300w_split(args.root, split)
+            sets.append(ss)
+            errs.append(e)
+            q = np.percentile(e * 100, [10, 50, 90, 99])
+            print(f"{split}: {len(ss)} faces, NME % p10 {q[0]:.3f} median {q[1]:.3f} "
+                  f"p90 {q[2]:.3f} p99 {q[3]:.3f} max {100 * e.max():.3f}")
+        out = save_manifest(args.out, SampleSet.concat(sets),
+                            fit_nme=np.concatenate(errs).astype(np.float32))
+        print(f"wrote {out}")
+        return 0
+    if args.data_cmd == "profile":
+        from tddfa.train.profiling import build_profiled_set
+
+        ss = SampleSet.concat([load_manifest(m) for m in args.manifest])
+        if args.limit:
+            ss = ss.subset(slice(0, args.limit))
+        yaws = [float(y) for y in args.yaws.split(",") if y.strip()]
+        out = build_profiled_set(ss, args.out_dir, yaws, pitch_range=args.pitch, seed=args.seed,
+                                 include_original=not args.no_original)
+        n = len(load_manifest(out))
+        print(f"wrote {out} ({n} views)")
+        return 0
+    print(f"unknown data command {args.data_cmd!r}", file=sys.stderr)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry (``python -m tddfa.training.cli train|data ...``)."""
+    parser = argparse.ArgumentParser(prog="tddfa-train")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    add_data_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""``tddfa video``: track faces in a file or a live camera, write an overlay video and JSON Lines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tddfa.errors import InputError
+from tddfa.io.video import VideoWriter, open_camera, open_video
+from tddfa.video.overlay import OVERLAYS, draw_overlay
+from tddfa.video.records import JsonlWriter
+from tddfa.video.smoothing import SmoothingConfig
+from tddfa.video.tracker import VideoAligner
+
+if TYPE_CHECKING:
+    pass
+
+
+log = logging.getLogger(__name__)
+
+# Command line: tddfa video
+# =============================================================================================
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register the ``video`` subcommand on an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "video", help="track faces in a video file or a live camera",
+        description="Track and align faces in a video file or camera stream; write an overlay "
+                    "video and/or per-frame JSON Lines.",
+    )
+    p.add_argument("input", nargs="?", help="video file (anything FFmpeg reads)")
+    p.add_argument("--camera", type=int, metavar="N", help="read the live camera N instead of a file")
+    p.add_argument("-o", "--output", help="overlay video to write (.mp4, .avi, .mkv)")
+    p.add_argument("--jsonl", help="per-frame JSON Lines to write")
+    p.add_argument("--overlay", choices=OVERLAYS, default="sparse", help="overlay drawn in -o (sparse)")
+    p.add_argument("--model", default="mb05", help="regressor (mb05)")
+    p.add_argument("--checkpoint", help="regressor checkpoint or .onnx to use instead")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="detector threshold (0.5)")
+    p.add_argument("--redetect-every", type=int, default=30, metavar="N",
+                   help="run the detector every N frames to find new faces; 0 = only when lost (30)")
+    p.add_argument("--max-faces", type=int, help="track at most this many faces")
+    p.add_argument("--smooth", choices=("auto", "none", "causal", "centered"), default="auto",
+                   help="smoothing: causal One-Euro, centred Gaussian window, or none; auto = "
+                        "centred for files, causal for cameras")
+    p.add_argument("--smooth-target", choices=("params", "landmarks"), default="params",
+                   help="filter the 62 parameters in the image frame (landmarks, pose and mesh "
+                        "stay consistent) or the landmarks only (params)")
+    p.add_argument("--min-cutoff", type=float, default=1.0, help="One-Euro cut-off at rest, Hz (1.0)")
+    p.add_argument("--beta", type=float, default=0.05, help="One-Euro speed coefficient, s/px (0.05)")
+    p.add_argument("--window", type=int, default=7, help="centred window, frames, odd (7)")
+    p.add_argument("--sigma", type=float, help="centred Gaussian sigma, frames (window/4)")
+    p.add_argument("--backend", choices=("auto", "opencv", "pyav"), default="auto",
+                   help="file decoder (auto: OpenCV, PyAV if OpenCV fails)")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``tddfa video``; returns 0 on success. Bad inputs raise :class:`TddfaError` subclasses
+    with a one-line message (``tddfa.cli.main`` prints it and exits with 1)."""
+    if (args.input is None) == (args.camera is None):
+        raise InputError("give either a video file or --camera N (exactly one)")
+    live = args.camera is not None
+    mode = args.smooth if args.smooth != "auto" else ("causal" if live else "centered")
+    smoothing = SmoothingConfig(mode=mode, target=args.smooth_target, min_cutoff=args.min_cutoff,
+                                beta=args.beta, window=args.window, sigma=args.sigma)
+    src = open_camera(args.camera) if live else open_video(args.input, backend=args.backend)
+    with src:
+        va = VideoAligner(model=args.model, checkpoint=args.checkpoint,
+                          score_threshold=args.score_threshold, redetect_every=args.redetect_every,
+                          max_faces=args.max_faces, smoothing=smoothing, threads=args.threads)
+        if args.output is None and args.jsonl is None:
+            log.warning("no -o/--output or --jsonl given: results are computed but not saved")
+        writer = None
+        if args.output:
+            mm = va.aligner.morphable_model
+            kind = args.overlay
+            writer = VideoWriter(args.output, src.fps, (src.width, src.height),
+                                 render=lambda im, faces: draw_overlay(kind, im, faces, mm.tri, mm))
+        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+        ok = False
+        n = 0
+        ids: set[int] = set()
+        t0 = time.perf_counter()
+        bar = None
+        if not args.no_progress:
+            from tqdm import tqdm
+
+            total = src.frame_count
+            if args.max_frames is not None:
+                total = min(total or args.max_frames, args.max_frames)
+            bar = tqdm(total=total, unit="frame", desc=Path(src.name).name, dynamic_ncols=True)
+        try:
+            for res in va.track(src, keep_images=writer is not None):
+                if writer is not None:
+                    writer.write(res.image, res.faces)
+                if jsonl is not None:
+                    jsonl.write(res)
+                ids.update(f.track_id for f in res.faces)
+                n += 1
+                if bar is not None:
+                    bar.update(1)
+                if args.max_frames is not None and n >= args.max_frames:
+                    break
+            ok = True
+        except KeyboardInterrupt:
+            ok = live  # stopping a camera with Ctrl-C is the normal way out
+            if not ok:
+                raise
+        finally:
+            if bar is not None:
+                bar.close()
+            for w in (writer, jsonl):
+                if w is None:
+                    continue
+                if ok:
+                    w.close()
+                else:
+                    w.abort()
+        dt = time.perf_counter() - t0
+        log.info("%s: %d frames in %.2f s (%.1f frames/s), %d face id(s), %d frame(s) skipped",
+                 src.name, n, dt, n / dt if dt > 0 else float("nan"), len(ids), len(src.skipped))
+        if src.skipped:
+            log.warning("%s: unreadable frames skipped: %s", src.name, src.skipped[:20])
+        if n == 0:
+            raise InputError(f"{src.name}: no frame could be read")
+    return 0

@@ -1,0 +1,155 @@
+"""FaceBoxes face detector on ONNX Runtime: prior boxes, decoding and NMS as pure functions.
+
+Pre-processing as the official 3DDFA_V2 code: the image is downscaled (never upscaled) so that it
+is at most 720 high and 1080 wide, BGR means (104, 117, 123) are subtracted (inside the graph).
+Post-processing: scores > 0.05, top 5000, NMS at IoU 0.3, top 750, report scores above the
+threshold (0.5 by default), boxes scaled back to the input image.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from itertools import product
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from tddfa.assets import registry as assets
+from tddfa.assets.serialization import load_torch_checkpoint, state_dict_from_checkpoint
+from tddfa.models.networks import build_faceboxes_onnx
+from tddfa.models.runtime import cached_onnx, create_session
+
+__all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms", "box_iou"]
+
+_STEPS = (32, 64, 128)
+_MIN_SIZES = ((32, 64, 128), (256,), (512,))
+_VARIANCE = (0.1, 0.2)
+
+
+@lru_cache(maxsize=16)
+def prior_boxes(height: int, width: int) -> np.ndarray:
+    """FaceBoxes priors ``(P, 4)`` float32 as (cx, cy, w, h), normalised by the image size.
+
+    Small anchors are densified: 32-px anchors 4×4 per cell, 64-px anchors 2×2 per cell.
+    """
+    out = []
+    for step, sizes in zip(_STEPS, _MIN_SIZES, strict=True):
+        fh, fw = math.ceil(height / step), math.ceil(width / step)
+        ii, jj = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+        per_cell = []
+        for size in sizes:
+            dense = {32: 4, 64: 2}.get(size, 1)
+            offs = (np.arange(dense) / dense) if dense > 1 else np.array([0.5])
+            for oy, ox in product(offs, offs):
+                cx = (jj + ox) * step / width
+                cy = (ii + oy) * step / height
+                per_cell.append(np.stack(
+                    [cx, cy, np.full_like(cx, size / width), np.full_like(cy, size / height)], -1
+                ))
+        # (fh, fw, anchors, 4): cell-major, anchors in order within a cell
+        out.append(np.stack(per_cell, axis=2).reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode_boxes(loc: np.ndarray, priors: np.ndarray) -> np.ndarray:
+    """Decode offsets ``(P, 4)`` against priors ``(P, 4)`` → boxes ``(P, 4)`` x1, y1, x2, y2 (normalised)."""
+    v0, v1 = _VARIANCE
+    centre = priors[:, :2] + loc[:, :2] * v0 * priors[:, 2:]
+    size = priors[:, 2:] * np.exp(loc[:, 2:] * v1)
+    return np.concatenate([centre - size / 2, centre + size / 2], axis=1)
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection over union ``(A, B)`` of boxes ``(A, 4+)`` and ``(B, 4+)`` (x1, y1, x2, y2;
+    extra columns such as a score are ignored); 0 where the union is empty."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    a = a.reshape(-1, a.shape[-1] if a.ndim else 4)[:, :4]
+    b = b.reshape(-1, b.shape[-1] if b.ndim else 4)[:, :4]
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def nms(dets: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy NMS on ``(K, 5)`` boxes+score (areas with the +1 pixel convention); kept indices."""
+    x1, y1, x2, y2, s = dets[:, 0], dets[:, 1], dets[:, 2], dets[:, 3], dets[:, 4]
+    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
+    order = np.argsort(-s, kind="stable")
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
+        h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
+        inter = w * h
+        iou = inter / (areas[i] + areas[rest] - inter)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+class FaceBoxesDetector:
+    """FaceBoxes with the official weights.
+
+    Args:
+        weights: explicit checkpoint path (default: the ``faceboxes`` asset).
+        score_threshold: report boxes scoring above this (0.5 as the official code).
+        threads: ONNX Runtime intra-op threads (0 = default).
+    """
+
+    max_height, max_width = 720, 1080
+    pre_threshold, top_k, nms_threshold, keep_top_k = 0.05, 5000, 0.3, 750
+
+    def __init__(self, weights: str | Path | None = None, score_threshold: float = 0.5,
+                 threads: int = 0):
+        path = assets.resolve("faceboxes", weights)
+        self.score_threshold = float(score_threshold)
+
+        def build() -> bytes:
+            return build_faceboxes_onnx(state_dict_from_checkpoint(load_torch_checkpoint(path)))
+
+        self.session = create_session(cached_onnx(path, "faceboxes", build), threads)
+
+    def scale_for(self, height: int, width: int) -> float:
+        """Downscale factor so the image fits 720×1080 (1.0 when it already does)."""
+        scale = 1.0
+        if height > self.max_height:
+            scale = self.max_height / height
+        if width * scale > self.max_width:
+            scale *= self.max_width / (width * scale)
+        return scale
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Face boxes ``(K, 5)`` float32: x1, y1, x2, y2 (image pixels), score; best first."""
+        h, w = image.shape[:2]
+        scale = self.scale_for(h, w)
+        small = image
+        if scale != 1.0:
+            small = cv2.resize(image, (int(scale * w), int(scale * h)))
+        sh, sw = small.shape[:2]
+        if sh < 1 or sw < 1:
+            return np.zeros((0, 5), np.float32)
+        loc, conf = self.session.run(["loc", "conf"], {"input": np.ascontiguousarray(small)[None]})
+        scores = conf[0, :, 1]
+        idx = np.flatnonzero(scores > self.pre_threshold)
+        if idx.size == 0:
+            return np.zeros((0, 5), np.float32)
+        priors = prior_boxes(sh, sw)
+        if priors.shape[0] != loc.shape[1]:  # pragma: no cover - architecture invariant
+            raise RuntimeError(f"{priors.shape[0]} priors for {loc.shape[1]} network outputs")
+        boxes = decode_boxes(loc[0, idx], priors[idx])
+        boxes *= np.array([sw, sh, sw, sh], np.float32) / scale
+        scores = scores[idx]
+        order = np.argsort(-scores, kind="stable")[: self.top_k]
+        dets = np.hstack([boxes[order], scores[order, None]]).astype(np.float32)
+        dets = dets[nms(dets, self.nms_threshold)][: self.keep_top_k]
+        return dets[dets[:, 4] > self.score_threshold]

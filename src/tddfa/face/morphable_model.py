@@ -1,0 +1,266 @@
+"""The 3D Morphable Model (Basel Face Model, "noneck" 38,365-vertex variant) and reconstruction.
+
+Parameter layout (62, de-normalised): ``[0:12]`` the 3×4 matrix ``[s·R | t]`` read row-major,
+``[12:52]`` 40 shape coefficients, ``[52:62]`` 10 expression coefficients. A shape vector
+``u + W_shp α_shp + W_exp α_exp`` has xyz interleaved per vertex.
+
+Three sources, best first: the official dense ``bfm_noneck_v3.pkl``; the approximate dense
+``bfm_noneck_approx.npz`` (exact mean, triangles and landmark bases; dense bases approximate);
+sparse only (the 68-landmark bases, no dense mesh). ``MorphableModel.source`` records which.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import numpy as np
+from numba import njit, prange
+
+from tddfa.assets import registry as assets
+from tddfa.assets.serialization import load_pickle
+from tddfa.errors import AssetError, InputError
+from tddfa.face.crop import INPUT_SIZE
+
+__all__ = [
+    "MorphableModel",
+    "load_morphable_model",
+    "split_params",
+    "to_image_frame",
+    "N_PARAMS",
+    "N_SHAPE",
+    "N_EXP",
+    "N_VERTICES",
+    "N_TRIANGLES",
+]
+
+log = logging.getLogger(__name__)
+
+N_PARAMS, N_SHAPE, N_EXP = 62, 40, 10
+N_VERTICES, N_TRIANGLES, N_LANDMARKS = 38365, 76073, 68
+
+
+def split_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``(B, 62)`` into linear part ``(B, 3, 3)``, offset ``(B, 3)``, shape ``(B, 40)`` and
+    expression ``(B, 10)`` coefficients."""
+    params = np.asarray(params)
+    if params.ndim != 2 or params.shape[1] != N_PARAMS:
+        raise InputError(f"params must be (B, {N_PARAMS}), got {params.shape}")
+    P = params[:, :12].reshape(-1, 3, 4)
+    return P[:, :, :3], P[:, :, 3], params[:, 12:52], params[:, 52:62]
+
+
+@dataclass(frozen=True)
+class MorphableModel:
+    """Mean and bases of the morphable model.
+
+    Attributes:
+        u: ``(3N,)`` float32 mean shape, xyz interleaved, model units.
+        w: ``(3N, 50)`` float32 shape (40) then expression (10) bases; ``None`` if sparse-only.
+        tri: ``(M, 3)`` int32 triangles (0-based), ``None`` if sparse-only.
+        u_lm, w_lm: the same restricted to the 68 landmarks: ``(204,)``, ``(204, 50)``.
+        keypoints: ``(68,)`` int vertex index of each landmark in the dense mesh (or ``None``).
+        source: ``"official"``, ``"approx"`` or ``"sparse"``.
+    """
+
+    u_lm: np.ndarray
+    w_lm: np.ndarray
+    source: str
+    u: np.ndarray | None = None
+    w: np.ndarray | None = None
+    tri: np.ndarray | None = None
+    keypoints: np.ndarray | None = None
+    notes: str = ""
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def has_dense(self) -> bool:
+        return self.w is not None
+
+    @property
+    def n_vertices(self) -> int:
+        return 0 if self.u is None else self.u.shape[0] // 3
+
+    def describe(self) -> dict:
+        """Metadata recorded in every result."""
+        return {"source": self.source, "dense": self.has_dense, "notes": self.notes}
+
+    def _require_dense(self) -> None:
+        if self.w is None:
+            raise AssetError(
+                "dense reconstruction needs a dense model (bfm_noneck or bfm_noneck_approx); "
+                "only the 68-landmark bases were found — see `tddfa assets`"
+            )
+
+    def shape_vectors(self, params: np.ndarray, dense: bool) -> np.ndarray:
+        """Model-space shapes ``(B, N, 3)`` float32 (before pose) for ``params`` ``(B, 62)``."""
+        _, _, a_shp, a_exp = split_params(params)
+        alpha = np.concatenate([a_shp, a_exp], axis=1).astype(np.float32)
+        if dense:
+            self._require_dense()
+            u, w = self.u, self.w
+        else:
+            u, w = self.u_lm, self.w_lm
+        s = alpha @ w.T
+        s += u
+        return s.reshape(len(alpha), -1, 3)
+
+    def reconstruct(self, params: np.ndarray, dense: bool = False) -> np.ndarray:
+        """Vertices ``(B, N, 3)`` float32 in the 120×120 crop frame (x right, y up, model z).
+
+        ``N`` is 68 (sparse) or 38,365 (dense).
+        """
+        params = np.asarray(params, dtype=np.float32).reshape(-1, N_PARAMS)
+        R, t, _, _ = split_params(params)
+        return self._posed(params, R, t, dense)
+
+    def reconstruct_image(self, params: np.ndarray, roi_boxes: np.ndarray, dense: bool = False,
+                          size: int = INPUT_SIZE) -> np.ndarray:
+        """Vertices ``(B, N, 3)`` float32 in image pixels: :meth:`reconstruct` followed by
+        :func:`to_image_frame`, fused into one pass over the model (the fast path)."""
+        params = np.asarray(params, dtype=np.float32).reshape(-1, N_PARAMS)
+        R, t, _, _ = split_params(params)
+        rois = np.asarray(roi_boxes, dtype=np.float64).reshape(-1, 4)
+        sx = (rois[:, 2] - rois[:, 0]) / size
+        sy = (rois[:, 3] - rois[:, 1]) / size
+        sz = (sx + sy) / 2
+        scale = np.stack([sx, -sy, sz], axis=1)  # (B, 3): y is flipped
+        M = R.astype(np.float64) * scale[:, :, None]
+        c = np.stack([sx * (t[:, 0] - 1) + rois[:, 0], sy * (size - t[:, 1]) + rois[:, 1],
+                      sz * (t[:, 2] - 1)], axis=1)
+        v = self._posed(params, M, c, dense)
+        if v.shape[1]:
+            v[..., 2] -= v[..., 2].min(axis=1, keepdims=True)
+        return v
+
+    def _posed(self, params: np.ndarray, M: np.ndarray, c: np.ndarray, dense: bool) -> np.ndarray:
+        """``M @ shape + c`` per face for linear maps ``M`` ``(B, 3, 3)`` and offsets ``c`` ``(B, 3)``."""
+        if not dense:
+            s = self.shape_vectors(params, dense=False)
+            return (np.matmul(s, M.transpose(0, 2, 1).astype(np.float32))
+                    + c[:, None, :].astype(np.float32))
+        self._require_dense()
+        alpha = np.ascontiguousarray(params[:, 12:62], dtype=np.float32)
+        out = np.empty((len(params), self.n_vertices, 3), np.float32)
+        _dense_affine(self.u, self.w, alpha, np.ascontiguousarray(M, np.float32),
+                      np.ascontiguousarray(c, np.float32), out)
+        return out
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _dense_affine(u, w, alpha, M, c, out):  # pragma: no cover - compiled
+    """out[b, n] = M[b] @ (u + w @ alpha[b])[3n:3n+3] + c[b]; the bases are read once for all faces."""
+    n_faces, k_dim = alpha.shape
+    n_vert = out.shape[1]
+    for n in prange(n_vert):
+        i = 3 * n
+        for b in range(n_faces):
+            sx = u[i]
+            sy = u[i + 1]
+            sz = u[i + 2]
+            for k in range(k_dim):
+                a = alpha[b, k]
+                sx += w[i, k] * a
+                sy += w[i + 1, k] * a
+                sz += w[i + 2, k] * a
+            for r in range(3):
+                out[b, n, r] = M[b, r, 0] * sx + M[b, r, 1] * sy + M[b, r, 2] * sz + c[b, r]
+
+
+def to_image_frame(vertices: np.ndarray, roi_boxes: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
+    """Map crop-frame vertices ``(B, N, 3)`` into image pixels for roi boxes ``(B, 4)``.
+
+    x − 1 and z − 1, y flipped as ``size − y``; x, y scaled by roi width/height over ``size`` and
+    shifted by the roi's top-left; z scaled by the mean of the two scales and shifted so that each
+    face's smallest z is 0 (z grows towards the camera). Returns float32 ``(B, N, 3)``.
+    """
+    v = np.array(vertices, dtype=np.float32, copy=True)
+    if v.ndim == 2:
+        v = v[None]
+    rois = np.asarray(roi_boxes, dtype=np.float32).reshape(-1, 4)
+    sx = (rois[:, 2] - rois[:, 0]) / size
+    sy = (rois[:, 3] - rois[:, 1]) / size
+    v[..., 0] = (v[..., 0] - 1.0) * sx[:, None] + rois[:, 0, None]
+    v[..., 1] = (size - v[..., 1]) * sy[:, None] + rois[:, 1, None]
+    v[..., 2] = (v[..., 2] - 1.0) * ((sx + sy) / 2)[:, None]
+    if v.shape[1]:
+        v[..., 2] -= v[..., 2].min(axis=1, keepdims=True)
+    return v
+
+
+def _sparse_from_txt() -> tuple[np.ndarray, np.ndarray]:
+    u = np.loadtxt(assets.resolve("u_base"), dtype=np.float32).reshape(-1)
+    w_shp = np.loadtxt(assets.resolve("w_shp_base"), dtype=np.float32).reshape(204, -1)
+    w_exp = np.loadtxt(assets.resolve("w_exp_base"), dtype=np.float32).reshape(204, -1)
+    return u, np.concatenate([w_shp, w_exp], axis=1)
+
+
+def _load_dense(name: str) -> dict[str, np.ndarray]:
+    path = assets.resolve(name)
+    if name == "bfm_noneck":
+        d = load_pickle(path)
+        if not isinstance(d, dict):
+            raise AssetError(f"{path}: expected a dict with u, w_shp, w_exp, keypoints")
+        tri = load_pickle(assets.resolve("tri"))
+        d = dict(d)
+        d["tri"] = np.asarray(tri)
+    else:
+        with np.load(path, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    missing = {"u", "w_shp", "w_exp", "keypoints", "tri"} - set(d)
+    if missing:
+        raise AssetError(f"{path}: dense model lacks {sorted(missing)}")
+    return d
+
+
+@lru_cache(maxsize=4)
+def load_morphable_model(prefer: str = "auto") -> MorphableModel:
+    """Load the best available model.
+
+    Args:
+        prefer: ``"auto"`` (official, else approx, else sparse), ``"official"``, ``"approx"`` or
+            ``"sparse"``.
+
+    Raises:
+        AssetError: the requested source is not available.
+    """
+    order = {"auto": ["bfm_noneck", "bfm_noneck_approx", None], "official": ["bfm_noneck"],
+             "approx": ["bfm_noneck_approx"], "sparse": [None]}
+    if prefer not in order:
+        raise InputError(f"prefer must be one of {list(order)}, got {prefer!r}")
+    errors = []
+    for name in order[prefer]:
+        if name is None:
+            u_lm, w_lm = _sparse_from_txt()
+            return MorphableModel(u_lm=u_lm, w_lm=w_lm, source="sparse",
+                                  notes="68-landmark bases only; no dense mesh")
+        try:
+            d = _load_dense(name)
+        except AssetError as exc:
+            errors.append(str(exc))
+            if prefer != "auto":
+                raise
+            continue
+        u = np.ascontiguousarray(np.asarray(d["u"], dtype=np.float32).reshape(-1))
+        w = np.ascontiguousarray(np.concatenate(
+            [np.asarray(d["w_shp"], np.float32), np.asarray(d["w_exp"], np.float32)], axis=1
+        ))
+        kp = np.asarray(d["keypoints"]).reshape(-1).astype(np.int64)
+        tri = np.asarray(d["tri"])
+        if tri.shape[0] == 3 and tri.shape[1] != 3:
+            tri = tri.T
+        tri = np.ascontiguousarray(tri, dtype=np.int32)
+        if u.shape[0] != w.shape[0] or w.shape[1] != N_SHAPE + N_EXP or kp.shape != (204,):
+            raise AssetError(f"{name}: unexpected shapes u {u.shape}, w {w.shape}, kp {kp.shape}")
+        source = "official" if name == "bfm_noneck" else "approx"
+        notes = ("official BFM noneck v3" if source == "official" else
+                 "approximate dense bases (mean, triangles and landmark bases exact; dense shape "
+                 "bases ~5% error, dense expression interpolated from 68 landmarks)")
+        if source == "approx":
+            log.info("dense model: using the approximate bfm_noneck_approx (official file absent)")
+        return MorphableModel(
+            u_lm=np.ascontiguousarray(u[kp]), w_lm=np.ascontiguousarray(w[kp]), source=source,
+            u=u, w=w, tri=tri, keypoints=kp[0::3] // 3, notes=notes,
+        )
+    raise AssetError("; ".join(errors))  # pragma: no cover

@@ -1,0 +1,90 @@
+"""Morphable model, pose and crop policies against the official outputs (reference JSON)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tddfa.face.crop import crop_roi, roi_from_box, roi_from_landmarks
+from tddfa.face.morphable_model import load_morphable_model, to_image_frame
+from tddfa.face.pose import angles_to_rotation, pose_from_params, rotation_to_angles
+
+
+@pytest.fixture(scope="module")
+def reference(shared):
+    data = json.loads((shared / "reference" / "official_mb05_samples.json").read_text())
+    return [(name, f) for name, v in data.items() for f in v["faces"]]
+
+
+def test_sparse_landmarks_match_official(reference):
+    mm = load_morphable_model("sparse")
+    for _name, f in reference:
+        lm = to_image_frame(mm.reconstruct(np.array([f["param"]])), np.array([f["roi_box"]]))[0]
+        np.testing.assert_allclose(lm, np.array(f["landmarks68"]), atol=2e-3)
+
+
+def test_dense_model_is_exact_at_landmarks(reference):
+    dense = load_morphable_model()
+    assert dense.has_dense and dense.tri.shape == (76073, 3)
+    sparse = load_morphable_model("sparse")
+    params = np.array([f["param"] for _n, f in reference])
+    v = dense.reconstruct(params, dense=True)
+    assert v.shape == (len(params), 38365, 3)
+    np.testing.assert_allclose(v[:, dense.keypoints], sparse.reconstruct(params), rtol=1e-4, atol=1e-2)
+
+
+def test_pose_matches_official(reference):
+    for _name, f in reference:
+        angles = pose_from_params(np.array(f["param"]))[0]
+        np.testing.assert_allclose(angles, f["pose_yaw_pitch_roll_deg"], atol=1e-3)
+
+
+def test_roi_policies_match_official(reference):
+    for _name, f in reference:
+        np.testing.assert_allclose(roi_from_box(f["box"]), f["roi_box"], atol=1e-3)
+        lp = f["landmark_pass"]
+        np.testing.assert_allclose(roi_from_landmarks(np.array(f["landmarks68"])), lp["roi_box"], atol=1e-3)
+
+
+@pytest.mark.parametrize("yaw,pitch,roll", [(0.3, -0.2, 0.1), (-1.2, 0.5, -2.0), (0.0, 0.0, 0.0)])
+def test_angles_round_trip(yaw, pitch, roll):
+    np.testing.assert_allclose(rotation_to_angles(angles_to_rotation(yaw, pitch, roll)), [yaw, pitch, roll],
+                               atol=1e-9)
+
+
+def test_gimbal_lock():
+    R = angles_to_rotation(np.pi / 2, 0.3, 0.0)
+    yaw, _pitch, roll = rotation_to_angles(R)
+    assert yaw == pytest.approx(np.pi / 2) and roll == 0.0
+
+
+def test_crop_outside_image_is_zero_filled():
+    img = np.full((50, 60, 3), 200, np.uint8)
+    c = crop_roi(img, np.array([-60.0, -50.0, 60.0, 70.0]))
+    assert c.shape == (120, 120, 3)
+    # the image covers crop columns 60..120 and rows 50..100; the rest is zero fill
+    assert c[:45, :].max() == 0 and c[:, :55].max() == 0 and c[105:].max() == 0
+    assert c[55:95, 65:115].min() == 200
+    inside = crop_roi(img, np.array([0.0, 0.0, 60.0, 50.0]))
+    assert inside.min() == 200
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_fused_image_reconstruction_equals_two_step(reference, dense):
+    mm = load_morphable_model()
+    params = np.array([f["param"] for _n, f in reference], np.float32)
+    rois = np.array([f["roi_box"] for _n, f in reference])
+    fused = mm.reconstruct_image(params, rois, dense=dense)
+    two_step = to_image_frame(mm.reconstruct(params, dense=dense), rois)
+    np.testing.assert_allclose(fused, two_step, atol=2e-3 * np.abs(two_step).max() / 1000 + 1e-2)
+
+
+def test_sparse_only_model_refuses_dense(shared):
+    from tddfa.errors import AssetError
+
+    mm = load_morphable_model("sparse")
+    assert not mm.has_dense
+    with pytest.raises(AssetError, match="dense reconstruction needs a dense model"):
+        mm.reconstruct_image(np.zeros((1, 62), np.float32), np.array([[0, 0, 120, 120]]), dense=True)
+    with pytest.raises(AssetError, match="dense reconstruction needs a dense model"):
+        mm.reconstruct(np.zeros((1, 62), np.float32), dense=True)
