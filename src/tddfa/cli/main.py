@@ -1,26 +1,22 @@
-"""Command-line interface: ``tddfa <command> ...`` (also ``python -m tddfa``).
-
-Commands: ``align`` (photos → JSON, landmark overlay, renders, meshes), ``assets`` (list / install
-model files), ``models``, and — when their modules are present — ``video``, ``eval``, ``bench``,
-``train`` and ``data``.
-"""
+"""Command-line interface: ``tddfa <command> ...`` (also ``python -m tddfa``). Builds the parser from
+one module per command group and dispatches; a mistyped command or choice is answered with
+suggestions."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
 import importlib
-import json
 import logging
 import sys
-from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 
 from tddfa import __version__
+from tddfa.cli.align import add_parser as add_align_parser
+from tddfa.cli.assets import add_assets_parser, add_models_parser
 from tddfa.errors import TddfaError
 
 log = logging.getLogger("tddfa")
+
 
 # Sub-commands contributed by other modules: (module, add_parser function, run function).
 _PLUGINS = [
@@ -50,185 +46,6 @@ class _Parser(argparse.ArgumentParser):
         super().error(message)
 
 
-def _split_list(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
-
-
-def _iter_inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, output-relative stem path) for files and folders (searched recursively)."""
-    from tddfa.io.images import IMAGE_EXTENSIONS
-
-    for p in map(Path, paths):
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield f, f.relative_to(p).with_suffix("")
-        else:
-            yield p, Path(p.stem)
-
-
-# ---------------------------------------------------------------------------------------------
-# align
-
-
-def _add_align(sub) -> None:
-    p = sub.add_parser(
-        "align",
-        help="find faces in photos and write landmarks, pose and 3DMM parameters",
-        description=(
-            "Detect every face in each image, regress its 62 3DMM parameters and write "
-            "OUTDIR/<name>.json (boxes, parameters, 68 3-D landmarks in image pixels, head pose "
-            "in degrees) and OUTDIR/<name>_landmarks.jpg (the landmarks drawn on the photo). "
-            "Folders are searched recursively. A file that cannot be read is reported and "
-            "skipped; the exit status is 1 if any file failed."
-        ),
-    )
-    p.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument("--model", default="mb05", help="regressor: mb05 (default) or mb1")
-    p.add_argument("--checkpoint", help="use this regressor checkpoint (.pth/.onnx) instead")
-    p.add_argument("--threshold", type=float, default=0.5, help="detector score threshold (0.5)")
-    p.add_argument("--refine", action="store_true",
-                   help="second pass: re-crop each face from its first-pass landmarks")
-    p.add_argument("--dense", action="store_true", help="include the 38,365 dense vertices in the JSON")
-    p.add_argument("--render", type=_split_list, default=[], metavar="KINDS",
-                   help="comma list of renders: mesh,depth,pncc,normal,uv,pose,dense,landmarks")
-    p.add_argument("--export", type=_split_list, default=[], metavar="FORMATS",
-                   help="comma list of mesh files per face: obj,ply,glb")
-    p.add_argument("--frame", default="image", choices=["image", "centered_yup"],
-                   help="coordinate frame of exported meshes (default: image pixels, y down)")
-    p.add_argument("--no-overlay", action="store_true", help="do not write <name>_landmarks.jpg")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = auto)")
-    p.set_defaults(func=_run_align)
-
-
-def _run_align(args) -> int:
-    from tqdm import tqdm
-
-    from tddfa.io.atomic import atomic_write_text
-    from tddfa.io.images import read_image, write_image
-    from tddfa.pipeline.aligner import FaceAligner
-
-    if args.render:
-        from tddfa.render.registry import RENDERERS
-
-        _check_kinds(args.render, RENDERERS, "render")
-    if args.export:
-        from tddfa.export.formats import WRITERS
-
-        _check_kinds(args.export, WRITERS, "export format")
-    aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
-                          threads=args.threads)
-    out = Path(args.output)
-    items = list(_iter_inputs(args.inputs))
-    if not items:
-        print("tddfa align: no image files found in the given paths", file=sys.stderr)
-        return 1
-    need_mesh = bool(args.render or args.export or args.dense)
-    failed = 0
-    bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")
-    for path, stem in bar:
-        try:
-            img = read_image(path)
-            result = aligner.align(img)
-            faces = result.faces
-            if args.refine and faces:
-                faces = aligner.refine(img, faces)
-            if need_mesh and faces:
-                faces = [replace(f, vertices=v) for f, v in zip(faces, aligner.vertices(faces),
-                                                                 strict=True)]
-            result = replace(result, faces=faces, image=str(path))
-            base = out / stem
-            atomic_write_text(base.with_name(base.name + ".json"),
-                              json.dumps(result.to_dict(include_vertices=args.dense)))
-            if not args.no_overlay:
-                from tddfa.render.landmarks import draw_landmarks
-
-                write_image(base.with_name(base.name + "_landmarks.jpg"), draw_landmarks(img, faces))
-            tri = aligner.morphable_model.tri
-            if args.render:
-                from tddfa.render.registry import save_renders
-
-                save_renders(img, faces, tri, args.render, base.parent, base.name)
-            if args.export:
-                from tddfa.export.formats import save_exports
-
-                save_exports(img, faces, tri, args.export, base.parent, base.name, frame=args.frame)
-            log.info("%s: %d face(s)", path, len(faces))
-        except TddfaError as exc:
-            failed += 1
-            tqdm.write(f"tddfa align: skipped {path}: {exc}", file=sys.stderr)
-        except Exception as exc:  # a batch never stops on one file
-            failed += 1
-            tqdm.write(f"tddfa align: skipped {path}: unexpected {type(exc).__name__}: {exc}",
-                       file=sys.stderr)
-    done = len(items) - failed
-    print(f"tddfa align: {done} of {len(items)} image(s) processed, results in {out}/",
-          file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _check_kinds(kinds: list[str], known, what: str) -> None:
-    from tddfa.errors import unknown_name
-
-    for k in kinds:
-        if k not in known:
-            raise unknown_name(what, k, known)
-
-
-# ---------------------------------------------------------------------------------------------
-# assets / models
-
-
-def _add_assets(sub) -> None:
-    p = sub.add_parser(
-        "assets",
-        help="list model files, where they were found and whether they verified; install them",
-        description=(
-            "Model and data files are looked up in $TDDFA_HOME, then the per-user cache. "
-            "`tddfa assets` lists them; `tddfa assets install --from DIR` copies and verifies "
-            "every known file found in DIR."
-        ),
-    )
-    p.add_argument("action", nargs="?", default="list", choices=["list", "install"])
-    p.add_argument("--from", dest="source", metavar="DIR", help="folder to install files from")
-    p.add_argument("--to", dest="dest", metavar="DIR", help="destination (default: first asset folder)")
-    p.set_defaults(func=_run_assets)
-
-
-def _run_assets(args) -> int:
-    from tddfa.assets import registry as assets
-
-    if args.action == "install":
-        if not args.source:
-            print("tddfa assets install: --from DIR is required", file=sys.stderr)
-            return 2
-        names = assets.install_from(args.source, args.dest)
-        print(f"installed {len(names)} file(s): {', '.join(names) or '-'}")
-        return 0
-    print(f"asset folders (search order): {', '.join(map(str, assets.asset_dirs()))}")
-    bad = 0
-    for st in assets.list_assets():
-        where = str(st.path) if st.path else "-"
-        print(f"{st.name:<18} {st.status:<18} {where}")
-        if st.status.startswith("bad"):
-            bad += 1
-    return 1 if bad else 0
-
-
-def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="list the available regressors")
-    p.set_defaults(func=_run_models)
-
-
-def _run_models(args) -> int:
-    from tddfa.models.registry import MODELS
-
-    for m in MODELS.values():
-        print(f"{m.name:<6} {m.arch} x{m.width:g}  input {m.input_size}x{m.input_size} "
-              f"{m.input_format}  weights '{m.weights}'  {m.description}")
-    return 0
-
 
 # ---------------------------------------------------------------------------------------------
 
@@ -241,9 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tddfa {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    _add_align(sub)
-    _add_assets(sub)
-    _add_models(sub)
+    add_align_parser(sub)
+    add_assets_parser(sub)
+    add_models_parser(sub)
     for module, add_name, run_name in _PLUGINS:
         try:
             mod = importlib.import_module(module)
