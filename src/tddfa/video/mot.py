@@ -9,13 +9,14 @@ frame follow from the photo's fitted landmarks by the same transform. Shots are 
 cuts. A shot may also be real video frames with reference landmarks (not by construction).
 
 **Metrics** (:func:`mot_metrics`): per frame, output faces (landmark boxes) are matched one to
-one to true faces by IoU (>= ``min_iou``). A true face is *required* when its size (``sqrt(w·h)``
-of its landmark box) is at least the minimum face size and at least half its landmarks are in the
-frame; other true faces are *don't care* (not counted as missed; outputs matched to them are not
-false). Reported: id switches (a true face matched to a different track id than at its previous
-match), fragmentations (a required true face unmatched between two matched frames), ids across
-cuts (track ids seen in more than one shot), false-track face-frames (outputs matched to no true
-face), missed face-frames (required true faces unmatched), tracked faces below the minimum size.
+one to true faces by IoU (>= ``min_iou``) of their boxes clipped to the frame. A true face is
+*required* when its size (``sqrt(w·h)`` of its landmark box) is at least the minimum face size
+and at least half its landmarks are in the frame; other true faces are *don't care* (not counted
+as missed; outputs matched to them are not false). Reported: id switches (a true face matched to
+a different track id than at its previous match), fragmentations (a required true face unmatched
+between two matched frames), ids across cuts (track ids seen in more than one shot), false-track
+face-frames (outputs matched to no true face), missed face-frames (required true faces
+unmatched), tracked faces below the minimum size.
 """
 
 from __future__ import annotations
@@ -121,6 +122,11 @@ def apply(A: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return p @ A[:, :2].T + A[:, 2]
 
 
+def _clip(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Boxes ``(K, 4)`` clipped to the frame (the visible part of a face is what is matched)."""
+    return np.clip(boxes, 0, [w, h, w, h])
+
+
 def _required(tf: TrueFace, w: int, h: int, min_size: float) -> bool:
     b = tf.box
     size = np.sqrt(max(b[2] - b[0], 0) * max(b[3] - b[1], 0))
@@ -166,8 +172,8 @@ def mot_metrics(outputs: Sequence[Sequence[tuple[int, np.ndarray]]], clip: Clip,
         r["required"] += sum(req)
         pairs = []
         if outs and truth:
-            iou = box_iou(np.stack([np.asarray(b, np.float64) for _, b in outs]),
-                          np.stack([tf.box for tf in truth]))
+            iou = box_iou(_clip(np.stack([np.asarray(b, np.float64)[:4] for _, b in outs]), w, h),
+                          _clip(np.stack([tf.box for tf in truth]), w, h))
             pairs = match(1.0 - iou, 1.0 - min_iou)
         got = {k: i for i, k in pairs}
         r["false"] += len(outs) - len(pairs)
