@@ -230,7 +230,7 @@ def build_benchmark_clip(aligner, samples, size: tuple[int, int] = (640, 360),
     when given, real video frames (obama.mp4; their truth is the reference alignment of each
     frame, not by construction). Shots, joined by hard cuts:
 
-    0. two faces, slow zoom-in and pan over a photo;
+    0. two faces, slow zoom-in and pan over a photo; one is covered for 6 frames;
     1. (with ``obama_frames``) 50 frames of a talking head;
     2. a large face entering from the left, a 32 px face leaving to the right, a 14 px face
        (below the minimum size) standing still, over a textured background;
@@ -257,18 +257,28 @@ def build_benchmark_clip(aligner, samples, size: tuple[int, int] = (640, 360),
     ph_lm = [f.landmarks[:, :2].astype(np.float64) for f in ph_faces]
     ph_yaw = [f.pose.yaw for f in ph_faces]
 
-    def pan_shot(name: str, n: int, s0: float, s1: float, x0: float, x1: float, y: float) -> None:
+    def pan_shot(name: str, n: int, s0: float, s1: float, x0: float, x1: float, y: float,
+                 hidden: range = range(0)) -> None:
         gid = ids(len(ph_lm))
         frames, truth = [], []
         base = W / photo.shape[1]
-        for s, x in zip(_ramp(n, s0, s1), _ramp(n, x0, x1), strict=True):
+        for k, (s, x) in enumerate(zip(_ramp(n, s0, s1), _ramp(n, x0, x1), strict=True)):
             A = similarity(base * s, x, y)
-            frames.append(place(np.zeros((H, W, 3), np.uint8), photo, A))
-            truth.append([TrueFace(g, apply(A, lm), yw) for g, lm, yw
-                          in zip(gid, ph_lm, ph_yaw, strict=True)])
+            frame = place(np.zeros((H, W, 3), np.uint8), photo, A)
+            faces = [TrueFace(g, apply(A, lm), yw) for g, lm, yw
+                     in zip(gid, ph_lm, ph_yaw, strict=True)]
+            if k in hidden:  # the first face is covered (an occlusion of a few frames)
+                b = faces[0].box
+                m = 0.35 * (b[2] - b[0])
+                x1_, y1_, x2_, y2_ = (int(v) for v in (b[0] - m, b[1] - 2 * m, b[2] + m, b[3] + m))
+                frame[max(y1_, 0):max(y2_, 0), max(x1_, 0):max(x2_, 0)] = (90, 100, 110)
+                faces = faces[1:]
+            frames.append(frame)
+            truth.append(faces)
         clip.add_shot(name, frames, truth)
 
-    pan_shot("two faces, zoom and pan", 50, 1.0, 1.3, 0.0, -110.0, -20.0)
+    pan_shot("two faces, zoom and pan, one hidden for 6 frames", 50, 1.0, 1.3, 0.0, -110.0,
+             -20.0, hidden=range(20, 26))
 
     if obama_frames is not None:
         gid = ids(1)[0]

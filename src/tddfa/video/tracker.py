@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from tddfa.detection.faceboxes import box_iou
@@ -98,6 +99,12 @@ class VideoAligner:
         dense: also reconstruct the dense mesh of each face (needed by mesh / dense overlays).
         redetect_every: full-frame detection every N frames to pick up new faces (0 = only when
             needed).
+        full_every: every this-many-th periodic detection runs at full resolution; the others
+            run on the frame downscaled to ``coarse_height`` rows (finding only faces larger
+            than about ``30 × height / coarse_height`` pixels, at a fraction of the cost).
+            1 = always full resolution.
+        coarse_height: rows of the downscaled frame for coarse periodic detection (0 = never
+            downscale).
         max_faces: track at most this many faces (highest detector scores first); ``None`` = all.
         iou_threshold: overlap (IoU of crop regions) needed to link a detection to a track.
         min_face_size: minimum face size, ``sqrt(w·h)`` of the landmark box, pixels: smaller
@@ -136,6 +143,8 @@ class VideoAligner:
         threads: int = 1,
         dense: bool = False,
         redetect_every: int = 30,
+        full_every: int = 4,
+        coarse_height: int = 360,
         max_faces: int | None = None,
         iou_threshold: float = 0.3,
         min_face_size: float = 24.0,
@@ -144,7 +153,7 @@ class VideoAligner:
         min_inside: float = 0.5,
         cut_threshold: float = 0.35,
         validate: bool = True,
-        validate_every: int = 1,
+        validate_every: int = 3,
         validate_size: int = 96,
         roi_tolerance: float = 0.02,
         init_iterations: int = 4,
@@ -172,6 +181,8 @@ class VideoAligner:
         if validate_size < 32 or validate_size % 32:
             raise InputError(f"validate_size must be a multiple of 32 pixels, got {validate_size}")
         self.redetect_every = int(redetect_every)
+        self.full_every = int(full_every)
+        self.coarse_height = int(coarse_height)
         self.max_faces = max_faces
         self.iou_threshold = float(iou_threshold)
         self.min_face_size = float(min_face_size)
@@ -194,7 +205,8 @@ class VideoAligner:
             smoothing = SmoothingConfig(mode=smoothing)
         self.smoothing: SmoothingConfig = smoothing
         self.stats = {"frames": 0, "detections": 0, "lost": 0, "new_tracks": 0, "cuts": 0,
-                      "checks": 0, "failed_checks": 0, "revived": 0, "skipped_small": 0, "rejected": 0}
+                      "checks": 0, "failed_checks": 0, "revived": 0, "skipped_small": 0, "rejected": 0,
+                      "coarse_detections": 0}
         self._regions = RegionDetector(self.aligner.detect, self.validate_size)
         self.reset()
 
@@ -205,6 +217,7 @@ class VideoAligner:
         self.cuts = SceneCutDetector(self.cut_threshold) if self.cut_threshold > 0 else None
         self._frame_no = 0
         self._since_detect = 0
+        self._periodic = 0
         self._last_ts: float | None = None
         self.last_cut = False
         self.last_skipped = np.zeros((0, 5), np.float32)
@@ -340,8 +353,14 @@ class VideoAligner:
 
         self._since_detect += 1
         due = self.redetect_every > 0 and self._since_detect >= self.redetect_every
-        if not ts_.live or need or due:
+        if not ts_.live or need:
             self._detect(img, n, failing)
+        elif due:
+            # periodic search for new faces: at full resolution every `full_every`-th time,
+            # on a frame downscaled to `coarse_height` rows otherwise (large faces only, cheaper)
+            self._periodic += 1
+            full = self.full_every <= 1 or self._periodic % self.full_every == 0
+            self._detect(img, n, failing, coarse=not full)
 
         out = []
         for t in ts_.live:
@@ -480,12 +499,22 @@ class VideoAligner:
         k = int(np.argmax(ov))
         return k if ov[k] >= (0.5 * self.iou_threshold if loose else self.iou_threshold) else -1
 
-    def _detect(self, img: np.ndarray, n: int, failing: list[Track]) -> None:
-        """Full-frame detection, associated with the live tracks; new faces start tracks."""
+    def _detect(self, img: np.ndarray, n: int, failing: list[Track], coarse: bool = False) -> None:
+        """Full-frame detection, associated with the live tracks; new faces start tracks.
+        ``coarse``: on the frame downscaled to ``coarse_height`` rows (when it is larger)."""
         ts_ = self.tracks
         self._since_detect = 0
         self.stats["detections"] += 1
-        dets = np.asarray(self.aligner.detect(img), np.float32).reshape(-1, 5)
+        h = img.shape[0]
+        if coarse and self.coarse_height > 0 and h > self.coarse_height:
+            f = self.coarse_height / h
+            small = cv2.resize(img, (max(int(round(img.shape[1] * f)), 1), self.coarse_height),
+                               interpolation=cv2.INTER_AREA)
+            dets = np.asarray(self.aligner.detect(small), np.float32).reshape(-1, 5)
+            dets[:, :4] /= f
+            self.stats["coarse_detections"] += 1
+        else:
+            dets = np.asarray(self.aligner.detect(img), np.float32).reshape(-1, 5)
         # a landmark box is about 0.88 x the size of its detector box (sample faces: 0.83-0.93)
         small = np.array([0.88 * face_size(d) < self.min_face_size for d in dets], bool)
         self.last_skipped = dets[small]
