@@ -111,6 +111,8 @@ class VideoAligner:
             detections are not tracked (reported in ``FrameResult.skipped``), smaller tracks end.
         max_size_change: a face whose size changes by more than this factor between adjacent
             frames is lost.
+        max_pose_change: a face whose yaw or pitch changes by more than this (degrees) between
+            adjacent frames is lost.
         max_drift: a face whose size differs from its size at the last detector confirmation by
             more than this factor is re-detected.
         min_inside: a face with fewer than this fraction of landmarks inside the frame is lost.
@@ -150,6 +152,7 @@ class VideoAligner:
         min_face_size: float = 24.0,
         max_size_change: float = 1.6,
         max_drift: float = 1.5,
+        max_pose_change: float = 25.0,
         min_inside: float = 0.5,
         cut_threshold: float = 0.35,
         validate: bool = True,
@@ -188,6 +191,7 @@ class VideoAligner:
         self.min_face_size = float(min_face_size)
         self.max_size_change = float(max_size_change)
         self.max_drift = float(max_drift)
+        self.max_pose_change = float(max_pose_change)
         self.min_inside = float(min_inside)
         self.cut_threshold = float(cut_threshold)
         self.validate = bool(validate)
@@ -372,7 +376,10 @@ class VideoAligner:
         return out
 
     def _profile(self, t: Track) -> bool:
+        """A track in profile that the detector may miss: |yaw| >= ``profile_yaw`` now, turned
+        gradually from a pose confirmed at |yaw| >= ``profile_yaw`` − 25°, not too long ago."""
         return (abs(t.face.pose.yaw) >= self.profile_yaw
+                and abs(t.confirmed_yaw) >= self.profile_yaw - 25.0
                 and t.unconfirmed <= self.max_profile_unconfirmed)
 
     def _dedupe(self, tracks: list[Track], n: int) -> list[Track]:
@@ -428,6 +435,10 @@ class VideoAligner:
         ratio = size / max(t.size, 1e-9)
         if not 1.0 / self.max_size_change <= ratio <= self.max_size_change:
             return f"size jump x{ratio:.2f}"
+        dyaw = abs(f.pose.yaw - t.face.pose.yaw)
+        dpitch = abs(f.pose.pitch - t.face.pose.pitch)
+        if max(dyaw, dpitch) > self.max_pose_change:
+            return f"pose jump of {max(dyaw, dpitch):.0f} degrees"
         inside = (lm[:, 0] >= 0) & (lm[:, 0] <= w - 1) & (lm[:, 1] >= 0) & (lm[:, 1] <= h - 1)
         if float(inside.mean()) < self.min_inside:
             return "face left the frame"
@@ -448,7 +459,7 @@ class VideoAligner:
             k, agree = self._agreement(d, t.box)
             drift = t.size / max(t.ref_size, 1e-9)
             if agree:
-                t.unconfirmed, t.score, t.ref_size = 0, float(d[k, 4]), t.size
+                t.confirm(float(d[k, 4]))
                 continue
             t.unconfirmed += 1
             self.stats["failed_checks"] += 1
@@ -529,7 +540,7 @@ class VideoAligner:
         free = np.ones(len(dets), bool)
         for i, j in pairs:
             t = live[i]
-            t.unconfirmed, t.score, t.ref_size = 0, float(dets[j, 4]), t.size
+            t.confirm(float(dets[j, 4]))
             free[j] = False
         for i, t in enumerate(live):
             if i in hit:

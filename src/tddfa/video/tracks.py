@@ -47,6 +47,7 @@ class Track:
         ref_size: landmark-box size (pixels) at the last detector confirmation.
         velocity: ``(2,)`` landmark-box centre motion, pixels per frame (smoothed).
         unconfirmed: consecutive checks that found no face where the track is.
+        confirmed_yaw: yaw (degrees) at the last detector confirmation.
     """
 
     id: int
@@ -58,6 +59,15 @@ class Track:
     ref_size: float
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     unconfirmed: int = 0
+    confirmed_yaw: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.confirmed_yaw = float(self.face.pose.yaw)
+
+    def confirm(self, score: float) -> None:
+        """A detection agrees with the track: refresh its score, reference size and yaw."""
+        self.unconfirmed, self.score = 0, score
+        self.ref_size, self.confirmed_yaw = self.size, float(self.face.pose.yaw)
 
     @property
     def box(self) -> np.ndarray:
