@@ -216,3 +216,28 @@ def test_occluded_face_keeps_its_id(aligner, sprite):
     res = list(va.track(ArraySource(frames), keep_images=False))
     assert len(res[0].faces) == 1 and len(res[-1].faces) == 1
     assert {f.track_id for r in res for f in r.faces} == {0}
+
+
+def test_cli_writes_cuts_and_new_ids_to_the_jsonl(aligner, sprite, tmp_path):
+    import json
+
+    import cv2
+
+    from tddfa.cli.main import main
+
+    shot1 = [_frame(sprite, 70, 100 + 2 * k, 40) for k in range(4)]
+    shot2 = [_frame(sprite, 70, 108 + 2 * k, 40, ((120, 160, 90), (60, 60, 140)), 3)
+             for k in range(4)]
+    path = tmp_path / "two_shots.avi"
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (320, 240))
+    for f in shot1 + shot2:
+        vw.write(f)
+    vw.release()
+    jl = tmp_path / "out.jsonl"
+    assert main(["video", str(path), "--jsonl", str(jl), "--no-progress", "--min-face", "24",
+                 "--cut-threshold", "0.35"]) == 0
+    recs = [json.loads(x) for x in jl.read_text().splitlines()]
+    assert [r.get("cut", False) for r in recs] == [False] * 4 + [True] + [False] * 3
+    ids = [{f["id"] for f in r["faces"]} for r in recs]
+    assert all(len(i) == 1 for i in ids) and ids[0] == ids[3] and ids[4] == ids[7]
+    assert not ids[3] & ids[4]
