@@ -241,3 +241,24 @@ def test_cli_writes_cuts_and_new_ids_to_the_jsonl(aligner, sprite, tmp_path):
     ids = [{f["id"] for f in r["faces"]} for r in recs]
     assert all(len(i) == 1 for i in ids) and ids[0] == ids[3] and ids[4] == ids[7]
     assert not ids[3] & ids[4]
+
+
+def test_profile_track_survives_a_blind_detector_a_frontal_one_does_not(aligner, sprite, shared,
+                                                                       monkeypatch):
+    from tddfa.io.images import read_image
+
+    turned, _ = sprite_from_photo(aligner, read_image(shared / "samples" / "emma.jpg"), 0)
+    assert abs(turned.yaws[0]) >= 50  # this face of the sample is turned by ~57 degrees
+    for sp, survives in ((turned, True), (sprite, False)):
+        frames = [_frame(sp, 80, 100 + k, 40) for k in range(8)]
+        va = VideoAligner(aligner, validate_every=1, cut_threshold=0, redetect_every=0)
+        res = [va.process(f, 40.0 * k) for k, f in enumerate(frames[:3])]
+        assert all(len(r) == 1 for r in res)
+        with monkeypatch.context() as m:  # the detector stops seeing the face
+            m.setattr(va._regions, "detector", lambda img: np.zeros((0, 5), np.float32))
+            m.setattr(va.aligner, "detect", lambda img: np.zeros((0, 5), np.float32))
+            res = [va.process(f, 40.0 * (k + 3)) for k, f in enumerate(frames[3:])]
+        if survives:
+            assert all(len(r) == 1 for r in res) and {r[0].track_id for r in res} == {0}
+        else:
+            assert all(len(r) == 0 for r in res)
