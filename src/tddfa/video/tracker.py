@@ -349,6 +349,8 @@ class VideoAligner(DetectionSteps):
 
         self._since_detect += 1
         due = self.redetect_every > 0 and self._since_detect >= self.redetect_every
+        if due and self.validate and self.max_faces is not None and len(ts_.live) >= self.max_faces:
+            due = False  # no room for a new face, and the tracks are checked by validation
         if not ts_.live or need:
             self._detect(img, n, failing)
         elif due:
