@@ -90,7 +90,7 @@ class VideoAligner(DetectionSteps):
         threads: ONNX Runtime threads of that aligner (1 suits video: see the README).
         dense: also reconstruct the dense mesh of each face (needed by mesh / dense overlays).
         redetect_every: full-frame detection every N frames to pick up new faces (0 = only when
-            needed).
+            needed; skipped while ``max_faces`` validated tracks are live).
         full_every: every this-many-th periodic detection runs at full resolution; the others
             run on the frame downscaled to ``coarse_height`` rows (finding only faces larger
             than about ``30 × height / coarse_height`` pixels, at a fraction of the cost).
