@@ -260,6 +260,13 @@ def create_app(config: ServeConfig | None = None, engine: Engine | None = None, 
     async def _too_large(request: Request, exc: BodyTooLarge):
         return fail(413, "body_too_large", str(exc))
 
+    @app.exception_handler(TddfaError)
+    async def _tddfa(request: Request, exc: TddfaError):
+        if isinstance(exc, InputError):
+            return fail(422, "invalid_input", str(exc))
+        log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc)
+        return fail(500, "model_error", str(exc))
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s", request.url.path)
