@@ -237,3 +237,13 @@ def test_cli_warns_on_public_host_without_token(monkeypatch, capsys):
     assert main(["serve", "--token", "t"]) == 0
     assert "WARNING" not in capsys.readouterr().err
     assert seen["run"]["host"] == "127.0.0.1"
+
+
+def test_boxes_of_a_result_reproduce_it(make_client, photo):
+    """The page sends the detected boxes (with scores) back for renders and exports: the server
+    must then find exactly the same faces without detecting again."""
+    c = make_client()
+    first = c.post("/v1/align?refine=true", content=photo).json()
+    boxes = json.dumps([f["box"] + [f["score"]] for f in first["faces"]])
+    again = c.post("/v1/align", params={"refine": "true", "boxes": boxes}, content=photo).json()
+    assert again == first

@@ -126,3 +126,35 @@ def test_page_upload_two_faces_and_3d_viewers(server, shared):
             assert not foreign, f"requests left the server's origin: {foreign}"
         finally:
             browser.close()
+
+
+def test_live_mode_with_a_fake_camera(server, shared, tmp_path):
+    """Live mode: chromium's fake camera plays trump_hillary.jpg as an MJPEG stream; the page
+    sends frames with increasing timestamps to /v1/live and draws the two tracked faces."""
+    import cv2
+
+    img = cv2.imread(str(shared / "samples" / "trump_hillary.jpg"))
+    img = cv2.resize(img, (768, 344), interpolation=cv2.INTER_AREA)
+    ok, jpg = cv2.imencode(".jpg", img)
+    video = tmp_path / "camera.mjpeg"
+    video.write_bytes(jpg.tobytes() * 3)
+    args = ARGS + ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-video-capture={video}"]
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 800})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(server + "/")
+            page.click("#live")
+            # at least two frames answered, the last one with both faces tracked
+            page.wait_for_selector("#status[data-live-faces='2']:not([data-live-frames='1'])",
+                                   timeout=240_000)
+            text = page.locator("#status").text_content()
+            assert text.startswith("live: 2 faces"), text
+            page.click("#live")
+            assert page.locator("#live").text_content() == "Start live"
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -36,6 +36,11 @@ function setStatus(text, error = false) {
 }
 
 const refineQ = () => ($('refine').checked ? '&refine=true' : '');
+// renders and exports reuse the detected boxes: the server skips detection and gets the same faces
+const boxesQ = () => {
+  const faces = state.result ? state.result.faces : [];
+  return faces.length ? `&boxes=${encodeURIComponent(JSON.stringify(faces.map((f) => [...f.box, f.score])))}` : '';
+};
 
 // ---- drawing landmarks and pose on the photo -------------------------------------------------
 const CONTOURS = [[0, 17, false], [17, 22, false], [22, 27, false], [27, 31, false], [31, 36, false],
@@ -100,7 +105,7 @@ async function showKind(kind) {
   if (kind === 'overlay') return showOverlay();
   setStatus(`rendering ${kind}…`);
   try {
-    const r = await post(`/v1/render?kind=${kind}${refineQ()}`, state.blob);
+    const r = await post(`/v1/render?kind=${kind}${refineQ()}${boxesQ()}`, state.blob);
     const img = $('render');
     if (img.src) URL.revokeObjectURL(img.src);
     img.src = URL.createObjectURL(await r.blob());
@@ -136,7 +141,7 @@ async function addViewer(container, i) {
   const v = { renderer, controls, stop: false };
   state.viewers.push(v);
 
-  const r = await post(`/v1/export?format=glb&face=${i}&frame=centered_yup${refineQ()}`, state.blob);
+  const r = await post(`/v1/export?format=glb&face=${i}&frame=centered_yup${refineQ()}${boxesQ()}`, state.blob);
   const gltf = await new GLTFLoader().parseAsync(await r.arrayBuffer(), '');
   scene.add(gltf.scene);
   const box = new Box3().setFromObject(gltf.scene);
@@ -182,7 +187,7 @@ function faceCard(f, i) {
   for (const fmt of ['glb', 'obj', 'ply']) {
     const b = document.createElement('button');
     b.type = 'button'; b.textContent = `⬇ ${fmt.toUpperCase()}`;
-    b.onclick = () => download(`/v1/export?format=${fmt}&face=${i}${refineQ()}`, `face${i}.${fmt}`);
+    b.onclick = () => download(`/v1/export?format=${fmt}&face=${i}${refineQ()}${boxesQ()}`, `face${i}.${fmt}`);
     row.appendChild(b);
   }
   const j = document.createElement('button');
@@ -269,6 +274,7 @@ async function startLive() {
   c.hidden = false; $('render').hidden = true;
   const t0 = performance.now();
   let frames = 0;
+  $('status').dataset.liveFrames = '0';
   while (!live.stop) {
     const t = performance.now() - t0;     // frame timestamp in ms, increasing
     const blob = await frameBlob(v, grab);
@@ -281,6 +287,8 @@ async function startLive() {
       ctx.drawImage(grab, 0, 0);
       drawFaces(ctx, res.faces);
       frames += 1;
+      $('status').dataset.liveFrames = String(frames);
+      $('status').dataset.liveFaces = String(res.faces.length);
       const fps = (1000 * frames) / (performance.now() - t0);
       setStatus(`live: ${facesText(res.faces.length)}, ${fps.toFixed(1)} frames/s`);
     } catch (e) {
