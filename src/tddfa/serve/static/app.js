@@ -137,7 +137,6 @@ async function addViewer(container, i) {
   scene.add(sun);
   const camera = new PerspectiveCamera(35, 1, 0.1, 1e5);
   const controls = new OrbitControls(camera, renderer.domElement);
-  controls.enableDamping = true;
   const v = { renderer, controls, stop: false };
   state.viewers.push(v);
 
@@ -152,15 +151,12 @@ async function addViewer(container, i) {
   controls.target.copy(centre);
   controls.minDistance = size * 0.3; controls.maxDistance = size * 6;
   controls.update();
-  const loop = () => {
-    if (v.stop) return;
-    controls.update();
-    renderer.render(scene, camera);
-    requestAnimationFrame(loop);
-  };
+  // draw on demand (orbit / zoom), not in a loop: software WebGL stays cheap when idle
+  let queued = false;
+  const draw = () => { queued = false; if (!v.stop) renderer.render(scene, camera); };
+  controls.addEventListener('change', () => { if (!queued) { queued = true; requestAnimationFrame(draw); } });
   renderer.render(scene, camera);
   container.dataset.ready = '1';
-  requestAnimationFrame(loop);
 }
 
 async function download(path, name) {
