@@ -48,6 +48,12 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by process ``pid`` (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -88,8 +94,8 @@ def bad_requests(photo: bytes) -> list[tuple[str, str, bytes, dict, int]]:
     ]
 
 
-def in_process(path: Path, n: int, threads: int) -> float:
-    """Images per second of FaceAligner.align(path), sequential."""
+def in_process(path: Path, n: int, threads: int) -> tuple[float, float]:
+    """Images per second of FaceAligner.align(path), sequential, and CPU seconds per image."""
     from tddfa.pipeline.aligner import FaceAligner
 
     global _ALIGNER
@@ -98,10 +104,11 @@ def in_process(path: Path, n: int, threads: int) -> float:
         for _ in range(5):
             _ALIGNER.align(path)
     t = time.perf_counter()
+    c = time.process_time()
     for _ in range(n):
         faces = _ALIGNER.align(path).faces
         assert len(faces) == 1, len(faces)
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), (time.process_time() - c) / n
 
 
 def main() -> None:
@@ -123,7 +130,7 @@ def main() -> None:
     port = free_port()
     server = start_server(args, port)
     try:
-        ip1 = in_process(photo_path, args.inproc // 2, args.threads)
+        ip1, cpu1 = in_process(photo_path, args.inproc // 2, args.threads)
 
         bads = bad_requests(photo)
         tasks = [("good", "/v1/align", photo, {}, 200)] * args.requests
@@ -183,13 +190,15 @@ def main() -> None:
             conn.close()
 
         t0 = time.perf_counter()
+        server_cpu0 = cpu_s(server.pid)
         threads = [threading.Thread(target=client) for _ in range(args.clients)]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall = time.perf_counter() - t0
-        ip2 = in_process(photo_path, args.inproc - args.inproc // 2, args.threads)
+        server_cpu = cpu_s(server.pid) - server_cpu0
+        ip2, cpu2 = in_process(photo_path, args.inproc - args.inproc // 2, args.threads)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
             metrics = r.read().decode()
     finally:
@@ -214,6 +223,8 @@ def main() -> None:
         "wall_s": round(wall, 2), "server_img_per_s": round(served, 2),
         "inprocess_img_per_s": round(inproc, 2), "inprocess_halves": [round(ip1, 2), round(ip2, 2)],
         "ratio": round(served / inproc, 3),
+        "server_cpu_ms_per_request": round(server_cpu / (len(lat) + len(bad_results)) * 1e3, 1),
+        "inprocess_cpu_ms_per_image": round((cpu1 + cpu2) / 2 * 1e3, 1),
         "p50_ms": round(statistics.median(lat_ms), 1) if lat_ms else None, "p99_ms": round(p(0.99), 1),
         "rss_mb_at_100": round(rss.get(100, float("nan")), 1),
         "rss_mb_at_last": round(rss.get(args.requests, float("nan")), 1),
@@ -228,6 +239,9 @@ def main() -> None:
           f"wall {wall:.1f} s")
     print(f"  in-process: {inproc:7.2f} img/s   (halves {ip1:.2f}, {ip2:.2f})")
     print(f"  ratio server / in-process: {served / inproc:.1%} (target >= 80 %)")
+    print(f"  CPU per image: server {out['server_cpu_ms_per_request']} ms (all threads, bad requests "
+          f"included), in-process {out['inprocess_cpu_ms_per_image']} ms -> efficiency "
+          f"{out['inprocess_cpu_ms_per_image'] / out['server_cpu_ms_per_request']:.1%}")
     print(f"  good requests failed: {len(good_errors)} (target 0)"
           + (f" e.g. {good_errors[:3]}" if good_errors else ""))
     print(f"  bad requests answered 4xx: {bad_4xx}/{len(bad_results)} (expected status: {bad_expected})")
