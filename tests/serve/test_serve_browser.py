@@ -158,3 +158,23 @@ def test_live_mode_with_a_fake_camera(server, shared, tmp_path):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_api_docs_render_offline(server):
+    """/docs (Swagger UI, served from the package, not a CDN) lists every endpoint."""
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        try:
+            page = browser.new_page()
+            foreign: list[str] = []
+            page.on("request", lambda r: None if r.url.startswith((server, "data:", "blob:"))
+                    else foreign.append(r.url))
+            page.goto(server + "/docs")
+            page.wait_for_selector(".opblock", timeout=120_000)
+            paths = page.locator(".opblock-summary-path").all_text_contents()
+            for path in ("/v1/align", "/v1/render", "/v1/export", "/v1/live", "/v1/models",
+                         "/healthz", "/metrics"):
+                assert any(path in t for t in paths), (path, paths)
+            assert not foreign, foreign
+        finally:
+            browser.close()
