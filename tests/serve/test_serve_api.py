@@ -12,7 +12,44 @@ import cv2
 import numpy as np
 import pytest
 
-from tddfa.serve.schemas import AlignResponse, ErrorResponse
+pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'tddfa[serve]'")
+pytest.importorskip("multipart", reason="python-multipart (serve extra) is not installed")
+
+from tddfa.serve.schemas import AlignResponse, ErrorResponse  # noqa: E402
+
+# fixtures live here, not in a tests/serve/conftest.py: the test folders have no __init__.py, so
+# a second conftest module would shadow the top-level one (`from conftest import needs_shared`)
+
+
+@pytest.fixture(scope="session")
+def engine(shared):
+    from tddfa.serve.engine import Engine, ServeConfig
+
+    eng = Engine(ServeConfig(workers=1, queue=4))
+    eng.warm_up()
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="session")
+def photo(shared) -> bytes:
+    return (shared / "samples" / "trump_hillary.jpg").read_bytes()
+
+
+@pytest.fixture(scope="session")
+def make_client(engine):
+    """``make_client(**config)``: a TestClient of an app on the shared engine, with ServeConfig
+    fields (token, max_upload_mb, cors...) overridden."""
+    from dataclasses import replace
+
+    from fastapi.testclient import TestClient
+
+    from tddfa.serve.app import create_app
+
+    def make(**config):
+        return TestClient(create_app(replace(engine.config, **config), engine, warm_up=False))
+
+    return make
 
 
 def _error(r, status: int, code: str | None = None) -> dict:
