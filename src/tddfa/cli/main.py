@@ -25,6 +25,7 @@ _PLUGINS = [
     ("tddfa.evaluation.bench", "add_parser", "run"),
     ("tddfa.cli.train", "add_parser", "run"),
     ("tddfa.cli.train", "add_data_parser", "run_data"),
+    ("tddfa.cli.serve", "add_parser", "run"),
 ]
 
 
