@@ -1,0 +1,72 @@
+"""Cold start of the CLI: wall time and peak RSS of whole `tddfa align` processes.
+
+    python benchmarks/bench_coldstart.py [--image emma.jpg] [--runs 5]
+
+"Second run of a fresh install": a new, empty cache folder (``TDDFA_CACHE``) is filled by one
+untimed run (ONNX conversion, the memory-mappable copy of the morphable model; Numba's on-disk
+cache is filled the same way when it is empty), then ``--runs`` new processes are timed for
+each command and the median and best are printed. Targets (issue 11): ``align`` ≤ 0.8 s,
+``align --dense --render mesh`` ≤ 1.2 s. Figures on a shared, loaded CPU are upper bounds: the
+load average is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
+COMMANDS = {"align": ([], 0.8), "align --dense --render mesh": (["--dense", "--render", "mesh"], 1.2)}
+
+
+def run_once(image: Path, out: Path, extra: list[str], env: dict) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one ``python -m tddfa align`` process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "tddfa", "align", str(image), "-o", str(out), *extra],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return wall, max(peak, before) / 1024
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--image", default=str(SHARED / "samples" / "emma.jpg"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "coldstart.json")
+    args = ap.parse_args()
+    env = dict(os.environ)
+    env.setdefault("TDDFA_HOME", str(SHARED / "assets"))
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
+    report = {"image": Path(args.image).name, "runs": args.runs, "commands": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        env["TDDFA_CACHE"] = str(Path(tmp) / "cache")
+        out = Path(tmp) / "out"
+        for name, (extra, target) in COMMANDS.items():
+            run_once(Path(args.image), out, extra, env)  # the first run of the fresh install
+            walls = [run_once(Path(args.image), out, extra, env)[0] for _ in range(args.runs)]
+            med, best = statistics.median(walls), min(walls)
+            report["commands"][name] = {"median_s": round(med, 3), "best_s": round(best, 3),
+                                        "target_s": target}
+            print(f"tddfa {name:<30} median {med:6.2f} s  best {best:6.2f} s  target {target} s  "
+                  f"load {os.getloadavg()[0]:.1f}")
+    report["peak_rss_mb_any_run"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    report["load_average"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
