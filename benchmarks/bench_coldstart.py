@@ -1,6 +1,9 @@
 """Cold start of the CLI: wall time and peak RSS of whole `tddfa align` processes.
 
-    python benchmarks/bench_coldstart.py [--image emma.jpg] [--runs 5]
+    python benchmarks/bench_coldstart.py [--image emma.jpg] [--runs 5] [--baseline OTHER/src]
+
+``--baseline`` times another source tree (e.g. the previous release's ``src``) in the same run,
+alternating processes, and prints the ratio baseline / this tree (robust to a loaded CPU).
 
 "Second run of a fresh install": a new, empty cache folder (``TDDFA_CACHE``) is filled by one
 untimed run (ONNX conversion, the memory-mappable copy of the morphable model; Numba's on-disk
@@ -28,8 +31,11 @@ SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
 COMMANDS = {"align": ([], 0.8), "align --dense --render mesh": (["--dense", "--render", "mesh"], 1.2)}
 
 
-def run_once(image: Path, out: Path, extra: list[str], env: dict) -> tuple[float, float]:
+def run_once(image: Path, out: Path, extra: list[str], env: dict, src: Path | None = None
+             ) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of one ``python -m tddfa align`` process."""
+    if src is not None:
+        env = dict(env, PYTHONPATH=str(src))
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "tddfa", "align", str(image), "-o", str(out), *extra],
@@ -43,6 +49,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--image", default=str(SHARED / "samples" / "emma.jpg"))
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--baseline", type=Path, help="another source tree to time alternately")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "coldstart.json")
     args = ap.parse_args()
     env = dict(os.environ)
@@ -53,13 +60,24 @@ def main() -> int:
         env["TDDFA_CACHE"] = str(Path(tmp) / "cache")
         out = Path(tmp) / "out"
         for name, (extra, target) in COMMANDS.items():
-            run_once(Path(args.image), out, extra, env)  # the first run of the fresh install
-            walls = [run_once(Path(args.image), out, extra, env)[0] for _ in range(args.runs)]
+            img = Path(args.image)
+            run_once(img, out, extra, env)  # the first run of the fresh install
+            if args.baseline:
+                run_once(img, out, extra, env, args.baseline)
+            walls, base = [], []
+            for _ in range(args.runs):
+                walls.append(run_once(img, out, extra, env)[0])
+                if args.baseline:
+                    base.append(run_once(img, out, extra, env, args.baseline)[0])
             med, best = statistics.median(walls), min(walls)
-            report["commands"][name] = {"median_s": round(med, 3), "best_s": round(best, 3),
-                                        "target_s": target}
-            print(f"tddfa {name:<30} median {med:6.2f} s  best {best:6.2f} s  target {target} s  "
-                  f"load {os.getloadavg()[0]:.1f}")
+            row = {"median_s": round(med, 3), "best_s": round(best, 3), "target_s": target}
+            line = f"tddfa {name:<30} median {med:6.2f} s  best {best:6.2f} s  target {target} s"
+            if base:
+                bmed = statistics.median(base)
+                row.update(baseline_median_s=round(bmed, 3), ratio=round(bmed / med, 3))
+                line += f"  baseline median {bmed:6.2f} s  ratio {bmed / med:4.2f}x"
+            report["commands"][name] = row
+            print(f"{line}  load {os.getloadavg()[0]:.1f}")
     report["peak_rss_mb_any_run"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     report["load_average"] = os.getloadavg()
     args.out.parent.mkdir(parents=True, exist_ok=True)
