@@ -105,7 +105,8 @@ def run_ray(
         todo, summary.skipped = pending_items(items, sink, resume, out, fmt)
         if todo:
             if not ray.is_initialized():
-                kw: dict[str, Any] = {"address": address, "log_to_driver": False}
+                kw: dict[str, Any] = {"address": address, "log_to_driver": False,
+                                      "logging_level": logging.WARNING}
                 if address is None and num_cpus is not None:
                     kw["num_cpus"] = num_cpus
                 ray.init(**kw)
@@ -113,7 +114,7 @@ def run_ray(
             ctx = ray.data.DataContext.get_current()
             ctx.enable_progress_bars = progress
             ds = ray.data.from_items([{"input": p, "stem": s} for p, s in todo],
-                                     override_num_blocks=max(1, len(todo) // batch_size))
+                                     override_num_blocks=-(-len(todo) // batch_size))
             ds = ds.map_batches(
                 AlignActor, fn_constructor_args=(options,), batch_size=batch_size,
                 batch_format="numpy", num_cpus=1, concurrency=workers,
