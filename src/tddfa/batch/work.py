@@ -41,6 +41,8 @@ class AlignOptions:
     frame: str = "image"
     overlay: bool = True
     threads: int = 0
+    backend: str = "onnxruntime"
+    device: str = "cpu"
     per_image_json: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -62,7 +64,8 @@ class ImageWorker:
 
         self.options = options
         self.aligner = FaceAligner(options.model, options.checkpoint,
-                                   score_threshold=options.threshold, threads=options.threads)
+                                   score_threshold=options.threshold, threads=options.threads,
+                                   backend=options.backend, device=options.device)
 
     def process(self, path: str, stem: str, image: np.ndarray | None = None) -> dict[str, Any]:
         """Align one image and write its side files; returns its record: ``input``, ``stem`` and

@@ -94,7 +94,7 @@ def _run_align(args) -> int:
     if wants_batch(args):
         return run_batch(args, items)
     aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
-                          threads=args.threads)
+                          threads=args.threads, backend=args.backend, device=args.device)
     need_mesh = bool(args.render or args.export or args.dense)
     failed = 0
     bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")

@@ -10,6 +10,12 @@ __all__ = ["add_batch_arguments", "wants_batch", "run_batch", "expand_lists"]
 
 
 def add_batch_arguments(p) -> None:
+    s = p.add_argument_group("runtime")
+    s.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "auto"],
+                   help="inference backend; auto = the faster measured one per network "
+                        "(OpenVINO for the detector when tddfa[openvino] is installed)")
+    s.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="cuda uses ONNX Runtime's CUDA provider (pip install onnxruntime-gpu)")
     g = p.add_argument_group("batch (folders and lists of images)")
     g.add_argument("--workers", type=int, default=0, metavar="N",
                    help="align in N worker processes (images decoded ahead in threads); "
@@ -39,7 +45,8 @@ def run_batch(args, items: list[tuple[Path, Path]]) -> int:
         out=str(args.output), model=args.model, checkpoint=args.checkpoint,
         threshold=args.threshold, refine=args.refine, dense=args.dense,
         render=tuple(args.render), export=tuple(args.export), frame=args.frame,
-        overlay=not args.no_overlay, threads=args.threads,
+        overlay=not args.no_overlay, threads=args.threads, backend=args.backend,
+        device=args.device,
     )
     if args.engine == "ray":
         from tddfa.batch.ray_engine import run_ray
