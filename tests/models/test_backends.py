@@ -74,3 +74,18 @@ def _aligner(backend: str):
     if backend not in _CACHE:
         _CACHE[backend] = FaceAligner(backend=backend)
     return _CACHE[backend]
+
+
+@needs_shared
+@pytest.mark.slow
+def test_openvino_aflw2000_mean_nme_matches_onnxruntime(shared):
+    pytest.importorskip("openvino")
+    from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
+    from tddfa.models.regressor import Regressor
+
+    root = shared / "benchmarks" / "aflw2000-3d"
+    nme = {}
+    for backend in ("onnxruntime", "openvino"):
+        res = eval_aflw2000_crop(Regressor(backend=backend), root, pose=False)
+        nme[backend] = float(np.mean(res.arrays["nme"]))
+    assert abs(nme["openvino"] - nme["onnxruntime"]) < 0.005, nme
