@@ -71,7 +71,8 @@ def run_mode(name: str, flags: list[str], listfile: Path, n: int, tmp: Path, env
     if not overlay:
         cmd.append("--no-overlay")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = open(tmp / f"{name}.stderr", "wb")  # a file, not a pipe: the progress bar never blocks
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
     peak = rss10 = 0
     first = None
     while proc.poll() is None:
@@ -84,7 +85,8 @@ def run_mode(name: str, flags: list[str], listfile: Path, n: int, tmp: Path, env
             rss10 = r
         time.sleep(0.25)
     wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    log.close()
+    err = (tmp / f"{name}.stderr").read_text(errors="replace")
     done = count_done(out)
     row = {"images": n, "written": done, "exit": proc.returncode, "seconds": round(wall, 2),
            "images_per_s": round(done / wall, 2), "peak_rss_mb": round(peak / 2**20),
