@@ -128,6 +128,8 @@ def main() -> int:
             print(f"{name:<12}{row['images_per_s']:>8.2f}{row['seconds']:>9.1f}"
                   f"{row['peak_rss_mb']:>13}{row['rss_at_10pct_mb']:>12}{row['exit']:>6}"
                   f"   (load {row['load_after']})", flush=True)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1) + "\n")  # after every mode
     first = args.modes.split(",")[0]
     base = report["modes"].get(first, {}).get("images_per_s")
     if base:
