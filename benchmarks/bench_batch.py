@@ -92,8 +92,8 @@ def run_mode(name: str, flags: list[str], listfile: Path, n: int, tmp: Path, env
            "images_per_s": round(done / wall, 2), "peak_rss_mb": round(peak / 2**20),
            "rss_at_10pct_mb": round(rss10 / 2**20), "first_record_s": round(first or 0, 2),
            "flags": flags}
-    if proc.returncode not in (0, 1):
-        row["stderr_tail"] = err[-2000:]
+    if proc.returncode != 0 or done < n:
+        row["stderr_tail"] = err[-3000:]
     return row
 
 
