@@ -117,7 +117,10 @@ def run_ray(
                                      override_num_blocks=-(-len(todo) // batch_size))
             ds = ds.map_batches(
                 AlignActor, fn_constructor_args=(options,), batch_size=batch_size,
-                batch_format="numpy", num_cpus=1, concurrency=workers,
+                batch_format="numpy", num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=workers),
+                # a dead actor is restarted and its batches re-run (Ray Data's default in
+                # recent releases; explicit for older ones)
                 max_restarts=-1, max_task_retries=-1,
             )
             for row in ds.iter_rows():
