@@ -63,6 +63,9 @@ def add_parser(sub) -> None:
                    help="coordinate frame of exported meshes (default: image pixels, y down)")
     p.add_argument("--no-overlay", action="store_true", help="do not write <name>_landmarks.jpg")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = auto)")
+    from tddfa.cli.batch import add_batch_arguments
+
+    add_batch_arguments(p)
     p.set_defaults(func=_run_align)
 
 
@@ -81,13 +84,17 @@ def _run_align(args) -> int:
         from tddfa.export.formats import WRITERS
 
         _check_kinds(args.export, WRITERS, "export format")
-    aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
-                          threads=args.threads)
+    from tddfa.cli.batch import expand_lists, run_batch, wants_batch
+
     out = Path(args.output)
-    items = list(_iter_inputs(args.inputs))
+    items = list(_iter_inputs(expand_lists(args.inputs)))
     if not items:
         print("tddfa align: no image files found in the given paths", file=sys.stderr)
         return 1
+    if wants_batch(args):
+        return run_batch(args, items)
+    aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
+                          threads=args.threads, backend=args.backend, device=args.device)
     need_mesh = bool(args.render or args.export or args.dense)
     failed = 0
     bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")

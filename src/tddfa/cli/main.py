@@ -51,7 +51,11 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Commands defined in this package's core modules: parsing them needs no plugin import (cold start).
+_CORE = {"align", "assets", "models"}
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="tddfa",
         description="3D dense face alignment (3DDFA_V2) on the CPU: landmarks, pose, meshes.",
@@ -62,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_align_parser(sub)
     add_assets_parser(sub)
     add_models_parser(sub)
-    for module, add_name, run_name in _PLUGINS:
+    for module, add_name, run_name in _PLUGINS if plugins else []:
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
@@ -81,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    first = next((w for w in words if not w.startswith("-")), None)
+    parser = build_parser(plugins=first not in _CORE or any(w in ("-h", "--help") for w in words[:1]))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),

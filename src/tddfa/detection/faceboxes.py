@@ -19,7 +19,7 @@ import numpy as np
 from tddfa.assets import registry as assets
 from tddfa.assets.serialization import load_torch_checkpoint, state_dict_from_checkpoint
 from tddfa.models.networks import build_faceboxes_onnx
-from tddfa.models.runtime import cached_onnx, create_session
+from tddfa.models.runtime import cached_onnx, create_session, resolve_backend
 
 __all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms", "box_iou"]
 
@@ -103,21 +103,24 @@ class FaceBoxesDetector:
     Args:
         weights: explicit checkpoint path (default: the ``faceboxes`` asset).
         score_threshold: report boxes scoring above this (0.5 as the official code).
-        threads: ONNX Runtime intra-op threads (0 = default).
+        threads: intra-op threads (0 = default).
+        backend: ``onnxruntime``, ``openvino`` or ``auto``; device: ``cpu`` or ``cuda``.
     """
 
     max_height, max_width = 720, 1080
     pre_threshold, top_k, nms_threshold, keep_top_k = 0.05, 5000, 0.3, 750
 
     def __init__(self, weights: str | Path | None = None, score_threshold: float = 0.5,
-                 threads: int = 0):
+                 threads: int = 0, backend: str = "onnxruntime", device: str = "cpu"):
         path = assets.resolve("faceboxes", weights)
         self.score_threshold = float(score_threshold)
 
         def build() -> bytes:
             return build_faceboxes_onnx(state_dict_from_checkpoint(load_torch_checkpoint(path)))
 
-        self.session = create_session(cached_onnx(path, "faceboxes", build), threads)
+        self.backend = resolve_backend(backend, "detector", device)
+        self.session = create_session(cached_onnx(path, "faceboxes", build), threads, self.backend,
+                                      device)
 
     def scale_for(self, height: int, width: int) -> float:
         """Downscale factor so the image fits 720×1080 (1.0 when it already does)."""

@@ -12,11 +12,11 @@ sparse only (the 68-landmark bases, no dense mesh). ``MorphableModel.source`` re
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
-from numba import njit, prange
 
 from tddfa.assets import registry as assets
 from tddfa.assets.serialization import load_pickle
@@ -143,29 +143,11 @@ class MorphableModel:
         self._require_dense()
         alpha = np.ascontiguousarray(params[:, 12:62], dtype=np.float32)
         out = np.empty((len(params), self.n_vertices, 3), np.float32)
-        _dense_affine(self.u, self.w, alpha, np.ascontiguousarray(M, np.float32),
+        from tddfa.face._dense_kernel import dense_affine  # Numba loads only for dense meshes
+
+        dense_affine(self.u, self.w, alpha, np.ascontiguousarray(M, np.float32),
                       np.ascontiguousarray(c, np.float32), out)
         return out
-
-
-@njit(parallel=True, fastmath=True, cache=True)
-def _dense_affine(u, w, alpha, M, c, out):  # pragma: no cover - compiled
-    """out[b, n] = M[b] @ (u + w @ alpha[b])[3n:3n+3] + c[b]; the bases are read once for all faces."""
-    n_faces, k_dim = alpha.shape
-    n_vert = out.shape[1]
-    for n in prange(n_vert):
-        i = 3 * n
-        for b in range(n_faces):
-            sx = u[i]
-            sy = u[i + 1]
-            sz = u[i + 2]
-            for k in range(k_dim):
-                a = alpha[b, k]
-                sx += w[i, k] * a
-                sy += w[i + 1, k] * a
-                sz += w[i + 2, k] * a
-            for r in range(3):
-                out[b, n, r] = M[b, r, 0] * sx + M[b, r, 1] * sy + M[b, r, 2] * sz + c[b, r]
 
 
 def to_image_frame(vertices: np.ndarray, roi_boxes: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
@@ -214,6 +196,56 @@ def _load_dense(name: str) -> dict[str, np.ndarray]:
     return d
 
 
+_ARRAYS = ("u", "w", "keypoints", "tri")
+_CACHE_VERSION = "1"
+
+
+def _normalised(name: str) -> dict[str, np.ndarray]:
+    """The dense model ``name`` as ``u`` (3N,), ``w`` (3N, 50) float32, ``keypoints`` (204,) int64,
+    ``tri`` (M, 3) int32, all C-contiguous."""
+    d = _load_dense(name)
+    u = np.ascontiguousarray(np.asarray(d["u"], dtype=np.float32).reshape(-1))
+    w = np.ascontiguousarray(np.concatenate(
+        [np.asarray(d["w_shp"], np.float32), np.asarray(d["w_exp"], np.float32)], axis=1
+    ))
+    kp = np.asarray(d["keypoints"]).reshape(-1).astype(np.int64)
+    tri = np.asarray(d["tri"])
+    if tri.shape[0] == 3 and tri.shape[1] != 3:
+        tri = tri.T
+    tri = np.ascontiguousarray(tri, dtype=np.int32)
+    return {"u": u, "w": w, "keypoints": kp, "tri": tri}
+
+
+def _dense_arrays(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``u, w, keypoints, tri`` of dense model ``name``, memory-mapped from a plain ``.npy`` copy
+    in the user cache (made on first use), so a new process maps them in milliseconds instead of
+    decompressing / unpickling 23 MB; pages are read when first touched. The copy is keyed by the
+    source files' size and modification time."""
+    srcs = [assets.resolve(name)] + ([assets.resolve("tri")] if name == "bfm_noneck" else [])
+    key = "-".join(f"{s.stat().st_size}-{s.stat().st_mtime_ns}" for s in srcs)
+    folder = assets.cache_dir() / "mm" / f"{name}-{key}-v{_CACHE_VERSION}"
+    if all((folder / f"{k}.npy").is_file() for k in _ARRAYS):
+        try:
+            d = {k: np.asarray(np.load(folder / f"{k}.npy", mmap_mode="r", allow_pickle=False))
+                 for k in _ARRAYS}
+            return d["u"], d["w"], d["keypoints"], d["tri"]
+        except (OSError, ValueError) as exc:  # a damaged copy is rebuilt below
+            log.warning("ignoring the cached copy of %s in %s: %s", name, folder, exc)
+    d = _normalised(name)
+    try:
+        import tempfile
+
+        folder.mkdir(parents=True, exist_ok=True)
+        for k in _ARRAYS:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{k}-", suffix=".npy")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, d[k], allow_pickle=False)
+            os.replace(tmp, folder / f"{k}.npy")
+    except OSError as exc:
+        log.info("could not cache %s as .npy in %s: %s", name, folder, exc)
+    return d["u"], d["w"], d["keypoints"], d["tri"]
+
+
 @lru_cache(maxsize=4)
 def load_morphable_model(prefer: str = "auto") -> MorphableModel:
     """Load the best available model.
@@ -236,21 +268,12 @@ def load_morphable_model(prefer: str = "auto") -> MorphableModel:
             return MorphableModel(u_lm=u_lm, w_lm=w_lm, source="sparse",
                                   notes="68-landmark bases only; no dense mesh")
         try:
-            d = _load_dense(name)
+            u, w, kp, tri = _dense_arrays(name)
         except AssetError as exc:
             errors.append(str(exc))
             if prefer != "auto":
                 raise
             continue
-        u = np.ascontiguousarray(np.asarray(d["u"], dtype=np.float32).reshape(-1))
-        w = np.ascontiguousarray(np.concatenate(
-            [np.asarray(d["w_shp"], np.float32), np.asarray(d["w_exp"], np.float32)], axis=1
-        ))
-        kp = np.asarray(d["keypoints"]).reshape(-1).astype(np.int64)
-        tri = np.asarray(d["tri"])
-        if tri.shape[0] == 3 and tri.shape[1] != 3:
-            tri = tri.T
-        tri = np.ascontiguousarray(tri, dtype=np.int32)
         if u.shape[0] != w.shape[0] or w.shape[1] != N_SHAPE + N_EXP or kp.shape != (204,):
             raise AssetError(f"{name}: unexpected shapes u {u.shape}, w {w.shape}, kp {kp.shape}")
         source = "official" if name == "bfm_noneck" else "approx"

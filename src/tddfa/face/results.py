@@ -70,13 +70,13 @@ class Face:
             "score": float(self.score),
             "roi_box": _floats(self.roi_box),
             "param": _floats(self.params),
-            "landmarks": [_floats(p) for p in self.landmarks],
+            "landmarks": _rows(self.landmarks),
             "pose": self.pose.to_dict(),
         }
         if self.track_id >= 0:
             d["track_id"] = int(self.track_id)
         if include_vertices and self.vertices is not None:
-            d["vertices"] = [_floats(p) for p in self.vertices]
+            d["vertices"] = _rows(self.vertices)
         return d
 
 
@@ -127,4 +127,9 @@ class ImageResult:
 
 
 def _floats(a) -> list[float]:
-    return [float(x) for x in np.asarray(a, dtype=np.float32).reshape(-1).tolist()]
+    return np.asarray(a, dtype=np.float32).reshape(-1).tolist()
+
+
+def _rows(a) -> list[list[float]]:
+    """``(N, 3)`` points as nested lists of Python floats (one bulk conversion, no per-value Python)."""
+    return np.asarray(a, dtype=np.float32).reshape(len(a), -1).tolist()

@@ -12,7 +12,7 @@ from tddfa.assets.serialization import load_pickle, load_torch_checkpoint, state
 from tddfa.errors import AssetError, InputError, ModelError
 from tddfa.models.networks import build_mobilenet_onnx
 from tddfa.models.registry import ModelInfo, get_model_info
-from tddfa.models.runtime import cached_onnx, create_session
+from tddfa.models.runtime import cached_onnx, create_session, resolve_backend
 
 __all__ = ["Regressor", "load_param_stats"]
 
@@ -41,10 +41,12 @@ class Regressor:
         checkpoint: optional path to a PyTorch checkpoint (official layout, e.g. one exported by
             ``tddfa train``) or a ready ``.onnx`` file made by tddfa, used instead of the
             registered weights. A checkpoint dict may carry ``"width"`` to override the registry.
-        threads: ONNX Runtime intra-op threads (0 = default).
+        threads: intra-op threads (0 = default).
+        backend: ``onnxruntime``, ``openvino`` or ``auto``; device: ``cpu`` or ``cuda``.
     """
 
-    def __init__(self, model: str = "mb05", checkpoint: str | Path | None = None, threads: int = 0):
+    def __init__(self, model: str = "mb05", checkpoint: str | Path | None = None, threads: int = 0,
+                 backend: str = "onnxruntime", device: str = "cpu"):
         self.info: ModelInfo = get_model_info(model)
         self.source = assets.resolve(self.info.weights, checkpoint)
         if self.source.suffix == ".onnx":
@@ -52,7 +54,8 @@ class Regressor:
         else:
             # the checkpoint is only read when its graph is not cached yet
             onnx_path = cached_onnx(self.source, model, self._build_graph)
-        self.session = create_session(onnx_path, threads)
+        self.backend = resolve_backend(backend, "regressor", device)
+        self.session = create_session(onnx_path, threads, self.backend, device)
         graph_meta = self.session.get_modelmeta().custom_metadata_map
         self.width = float(graph_meta.get("width", self.info.width))
         outs = [o.name for o in self.session.get_outputs()]

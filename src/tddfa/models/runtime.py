@@ -19,7 +19,16 @@ from pathlib import Path
 from tddfa.assets import registry as assets
 from tddfa.errors import ModelError
 
-__all__ = ["create_session", "cached_onnx", "BUILDER_VERSION"]
+__all__ = ["create_session", "cached_onnx", "BUILDER_VERSION", "BACKENDS", "DEVICES",
+           "select_providers", "resolve_backend", "OpenVINOSession"]
+
+BACKENDS = ("onnxruntime", "openvino", "auto")
+DEVICES = ("cpu", "cuda")
+
+#: The backend ``auto`` picks per network, from side-by-side timings on the sample photos
+#: (benchmarks/bench_backends.py): OpenVINO ran the FaceBoxes graph faster than ONNX Runtime,
+#: and was not faster for the small 120×120 regressor.
+AUTO_BACKEND = {"detector": "openvino", "regressor": "onnxruntime"}
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +79,120 @@ def cached_onnx(source: Path, tag: str, build: Callable[[], bytes]) -> Path:
     raise ModelError(f"no writable folder to cache the converted model among {candidates}")
 
 
-def create_session(model: Path | bytes, threads: int = 0):
-    """An ONNX Runtime CPU session with full graph optimisation.
+def select_providers(device: str = "cpu", available: list[str] | None = None) -> list[str]:
+    """ONNX Runtime execution providers for ``device``.
+
+    ``cuda`` needs the CUDA provider (package ``onnxruntime-gpu``) and keeps the CPU provider as
+    the fallback for unsupported nodes. ``available`` defaults to
+    ``onnxruntime.get_available_providers()``.
+
+    Raises:
+        DependencyError: ``cuda`` without the CUDA provider. InputError: unknown device.
+    """
+    from tddfa.errors import DependencyError, unknown_name
+
+    if device not in DEVICES:
+        raise unknown_name("device", device, DEVICES)
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if available is None:
+        import onnxruntime as ort
+
+        available = list(ort.get_available_providers())
+    if "CUDAExecutionProvider" not in available:
+        raise DependencyError(
+            "--device cuda needs ONNX Runtime's CUDA provider: pip install onnxruntime-gpu "
+            f"(available providers: {', '.join(available)})")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def _have_openvino() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openvino") is not None
+
+
+def resolve_backend(backend: str, role: str, device: str = "cpu",
+                    have_openvino: bool | None = None) -> str:
+    """The concrete backend (``onnxruntime`` or ``openvino``) for network ``role``
+    (``"detector"`` or ``"regressor"``). ``auto`` takes :data:`AUTO_BACKEND` when OpenVINO is
+    installed and the device is the CPU, else ONNX Runtime.
+
+    Raises:
+        DependencyError: ``openvino`` requested but not installed, or with ``--device cuda``.
+    """
+    from tddfa.errors import DependencyError, unknown_name
+
+    if backend not in BACKENDS:
+        raise unknown_name("backend", backend, BACKENDS)
+    have = _have_openvino() if have_openvino is None else have_openvino
+    if backend == "auto":
+        pick = AUTO_BACKEND.get(role, "onnxruntime")
+        return pick if (pick != "openvino" or (have and device == "cpu")) else "onnxruntime"
+    if backend == "openvino":
+        if not have:
+            raise DependencyError("--backend openvino needs OpenVINO: pip install 'tddfa[openvino]'")
+        if device != "cpu":
+            raise DependencyError("the OpenVINO backend runs on --device cpu here; use "
+                                  "--backend onnxruntime for cuda")
+    return backend
+
+
+class _Output:
+    def __init__(self, name: str):
+        self.name = name
+
+
+class _Meta:
+    custom_metadata_map: dict = {}
+
+
+class OpenVINOSession:
+    """An OpenVINO compiled model behind the part of ONNX Runtime's session API tddfa uses
+    (``run``, ``get_outputs``, ``get_modelmeta``)."""
+
+    def __init__(self, model: Path | bytes, threads: int = 0):
+        import openvino as ov
+
+        core = ov.Core()
+        cfg: dict = {"PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            cfg["INFERENCE_NUM_THREADS"] = int(threads)
+        src = str(model) if isinstance(model, Path) else core.read_model(model, b"")
+        try:
+            self.compiled = core.compile_model(src, "CPU", cfg)
+        except Exception as exc:  # openvino raises RuntimeError subclasses
+            raise ModelError(f"OpenVINO could not compile the model: {exc}") from exc
+        self.request = self.compiled.create_infer_request()
+        self._outputs = [o.get_any_name() for o in self.compiled.outputs]
+
+    def get_outputs(self) -> list[_Output]:
+        return [_Output(n) for n in self._outputs]
+
+    def get_modelmeta(self) -> _Meta:
+        return _Meta()
+
+    def run(self, names: list[str] | None, feeds: dict):
+        res = self.request.infer(feeds)
+        names = names or self._outputs
+        return [res[self.compiled.output(n)] for n in names]
+
+
+def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxruntime",
+                   device: str = "cpu"):
+    """An inference session with full graph optimisation.
 
     Args:
         model: path to an ``.onnx`` file or its bytes.
-        threads: intra-op threads (0 = ONNX Runtime's default, one per physical core).
+        threads: intra-op threads (0 = the runtime's default, one per physical core).
+        backend: ``onnxruntime`` or ``openvino`` (see :func:`resolve_backend` for ``auto``).
+        device: ``cpu`` or ``cuda`` (ONNX Runtime's CUDA provider).
     """
+    if backend == "openvino":
+        return OpenVINOSession(model, threads)
     import onnxruntime as ort
 
+    providers = select_providers(device)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = int(threads)
@@ -86,6 +200,6 @@ def create_session(model: Path | bytes, threads: int = 0):
     so.log_severity_level = 3
     src = str(model) if isinstance(model, Path) else model
     try:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(src, so, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelError(f"ONNX Runtime could not load the model: {exc}") from exc

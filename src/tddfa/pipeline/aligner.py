@@ -41,6 +41,8 @@ class FaceAligner:
             sparse-only), ``"official"``, ``"approx"`` or ``"sparse"``.
         threads: ONNX Runtime intra-op threads (0 = one per physical core).
         detector_weights: optional FaceBoxes checkpoint path.
+        backend: ``onnxruntime`` (default), ``openvino`` or ``auto`` (the faster measured
+            backend per network); device: ``cpu`` or ``cuda`` (ONNX Runtime's CUDA provider).
     """
 
     def __init__(
@@ -51,9 +53,12 @@ class FaceAligner:
         dense_model: str = "auto",
         threads: int = 0,
         detector_weights: str | Path | None = None,
+        backend: str = "onnxruntime",
+        device: str = "cpu",
     ):
         self.model_name = model
-        self.regressor = Regressor(model, checkpoint, threads=threads)
+        self.backend, self.device = backend, device
+        self.regressor = Regressor(model, checkpoint, threads=threads, backend=backend, device=device)
         self.score_threshold = float(score_threshold)
         self._dense_model = dense_model
         self._threads = threads
@@ -69,7 +74,8 @@ class FaceAligner:
             from tddfa.detection.faceboxes import FaceBoxesDetector
 
             self._detector = FaceBoxesDetector(
-                self._detector_weights, self.score_threshold, threads=self._threads
+                self._detector_weights, self.score_threshold, threads=self._threads,
+                backend=self.backend, device=self.device,
             )
         return self._detector
 

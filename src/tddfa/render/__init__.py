@@ -22,15 +22,16 @@ One module per kind (:mod:`.mesh`, :mod:`.depth`, :mod:`.pncc`, :mod:`.normal`, 
 :mod:`.registry` the names. A new kind is a module here plus one entry in ``RENDERERS``.
 """
 
-from tddfa.render.common import TILE, face_vertices, vertex_normals
-from tddfa.render.depth import render_depth
-from tddfa.render.landmarks import draw_dense_points, draw_landmarks
-from tddfa.render.mesh import render_mesh
-from tddfa.render.normal import render_normal
-from tddfa.render.pncc import render_pncc
-from tddfa.render.pose import draw_pose, pose_box_points
-from tddfa.render.registry import RENDERERS, render, save_renders
-from tddfa.render.uv import uv_coordinates, uv_texture
+# Names load on first use (module ``__getattr__``): ``import tddfa.render.landmarks`` for a 2-D
+# overlay then costs no Numba start-up.
+_SOURCES = {
+    "TILE": "common", "face_vertices": "common", "vertex_normals": "common",
+    "render_depth": "depth", "draw_dense_points": "landmarks", "draw_landmarks": "landmarks",
+    "render_mesh": "mesh", "render_normal": "normal", "render_pncc": "pncc",
+    "draw_pose": "pose", "pose_box_points": "pose",
+    "RENDERERS": "registry", "render": "registry", "save_renders": "registry",
+    "uv_coordinates": "uv", "uv_texture": "uv",
+}
 
 __all__ = [
     "RENDERERS",
@@ -50,3 +51,15 @@ __all__ = [
     "face_vertices",
     "vertex_normals",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        import importlib
+
+        return getattr(importlib.import_module(f"tddfa.render.{_SOURCES[name]}"), name)
+    raise AttributeError(f"module 'tddfa.render' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

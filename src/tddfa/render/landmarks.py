@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from tddfa.errors import InputError
-from tddfa.render.common import _as_image, _canvas, _meshes
+from tddfa.render.inputs import _as_image, _canvas, _meshes
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from tddfa.errors import InputError
-from tddfa.render.common import _as_image, _canvas
+from tddfa.render.inputs import _as_image, _canvas
 from tddfa.render.landmarks import _landmarks_of
 
 log = logging.getLogger(__name__)

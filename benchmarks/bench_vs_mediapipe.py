@@ -1,0 +1,116 @@
+"""Per-photo time of ``FaceAligner.align`` against MediaPipe FaceMesh (static-image mode), side by side.
+
+    python benchmarks/bench_vs_mediapipe.py [--mp-python /work/venvs/mp/bin/python] [--rounds 5]
+
+MediaPipe (``mediapipe==0.10.14``) lives in its own virtual environment (it pins NumPy/OpenCV
+versions the project does not want): ``python -m venv /work/venvs/mp && /work/venvs/mp/bin/pip
+install mediapipe==0.10.14``. This script starts that interpreter once as a helper process that
+keeps one ``FaceMesh(static_image_mode=True, max_num_faces=10)`` and times ``process()`` on
+request; rounds alternate tddfa (in this process) and MediaPipe on the same decoded photos.
+Decoding is outside both timings. Figures: medians in ms, faces found by each, ratio
+MediaPipe / tddfa (≥ 1: tddfa at least as fast). Writes docs/results/vs-mediapipe.json.
+Skips cleanly when the MediaPipe interpreter is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
+os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
+PHOTOS = ("emma.jpg", "trump_hillary.jpg", "JianzhuGuo.jpg", "0013.jpg")
+
+# The helper: one JSON request per line {"photo", "repeat"} -> {"ms": [...], "faces": n}.
+HELPER = r"""
+import json, sys, time, cv2
+import mediapipe as mp
+mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=10,
+                                       refine_landmarks=False, min_detection_confidence=0.5)
+cache = {}
+for line in sys.stdin:
+    req = json.loads(line)
+    p = req["photo"]
+    if p not in cache:
+        cache[p] = cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB)
+    rgb = cache[p]
+    ms, faces = [], 0
+    for _ in range(req["repeat"]):
+        t0 = time.perf_counter()
+        res = mesh.process(rgb)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        faces = len(res.multi_face_landmarks or [])
+    print(json.dumps({"ms": ms, "faces": faces}), flush=True)
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mp-python", default="/work/venvs/mp/bin/python")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--backend", default="onnxruntime", help="tddfa backend (onnxruntime/openvino/auto)")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "vs-mediapipe.json")
+    args = ap.parse_args()
+    if not Path(args.mp_python).is_file():
+        print(f"bench_vs_mediapipe: {args.mp_python} not found (see the docstring); skipped")
+        return 0
+    import cv2
+
+    from tddfa.pipeline.aligner import FaceAligner
+
+    helper = subprocess.Popen([args.mp_python, "-c", HELPER], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def mp_time(photo: Path, repeat: int) -> dict:
+        assert helper.stdin and helper.stdout
+        helper.stdin.write(json.dumps({"photo": str(photo), "repeat": repeat}) + "\n")
+        return json.loads(helper.stdout.readline())
+
+    al = FaceAligner(backend=args.backend)
+    report: dict = {"rounds": args.rounds, "repeat": args.repeat, "backend": args.backend,
+                    "photos": {}}
+    print(f"{'photo':<20}{'tddfa ms':>10}{'MP ms':>9}{'MP/tddfa':>10}{'faces t/MP':>12}")
+    ratios = []
+    try:
+        for name in PHOTOS:
+            path = SHARED / "samples" / name
+            img = cv2.imread(str(path))
+            if img is None:
+                continue
+            n_t = len(al.align(img).faces)  # warm-up
+            n_mp = mp_time(path, 1)["faces"]
+            tt, tm = [], []
+            for _ in range(args.rounds):
+                for _ in range(args.repeat):
+                    t0 = time.perf_counter()
+                    al.align(img)
+                    tt.append((time.perf_counter() - t0) * 1e3)
+                tm.extend(mp_time(path, args.repeat)["ms"])
+            mt, mm = statistics.median(tt), statistics.median(tm)
+            ratios.append(mm / mt)
+            report["photos"][name] = {"tddfa_ms": round(mt, 2), "mediapipe_ms": round(mm, 2),
+                                      "ratio": round(mm / mt, 3), "tddfa_faces": n_t,
+                                      "mediapipe_faces": n_mp,
+                                      "size": [img.shape[1], img.shape[0]]}
+            print(f"{name:<20}{mt:>10.2f}{mm:>9.2f}{mm / mt:>10.2f}{n_t:>7}/{n_mp}")
+    finally:
+        if helper.stdin:
+            helper.stdin.close()
+        helper.wait(timeout=30)
+    report["min_ratio"] = round(min(ratios), 3) if ratios else None
+    report["load_average"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"worst MediaPipe/tddfa ratio {report['min_ratio']}; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
