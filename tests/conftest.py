@@ -27,3 +27,22 @@ def shared() -> Path:
     if not HAVE_SHARED:
         pytest.skip(f"real data not found: {SHARED} is absent")
     return SHARED
+
+
+def load_sample(shared, name: str):
+    """(image, [Face], triangles) for a sample photo from the official reference parameters."""
+    import json
+
+    import cv2
+
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.pipeline.aligner import faces_from_params
+
+    ref = json.loads((shared / "reference" / "official_mb05_samples.json").read_text())[name]
+    mm = load_morphable_model()
+    faces = faces_from_params(mm, [f["param"] for f in ref["faces"]],
+                              [f["roi_box"] for f in ref["faces"]],
+                              boxes=[f["box"] for f in ref["faces"]], dense=True)
+    img = cv2.imread(str(shared / "samples" / name))
+    assert img is not None and img.shape[:2] == (ref["height"], ref["width"])
+    return img, faces, mm.tri

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import load_sample
 from tddfa.errors import InputError
 from tddfa.export.formats import WRITERS, export_mesh, sample_vertex_colors, save_exports, to_frame
 
@@ -13,8 +14,6 @@ trimesh = pytest.importorskip("trimesh")
 
 @pytest.fixture(scope="module")
 def guo(shared):
-    from test_render import load_sample
-
     return load_sample(shared, "JianzhuGuo.jpg")
 
 
@@ -97,8 +96,6 @@ def test_sample_vertex_colors_bilinear_rgb():
 
 
 def test_save_exports_names(tmp_path, shared):
-    from test_render import load_sample
-
     img, faces, tri = load_sample(shared, "trump_hillary.jpg")
     paths = save_exports(img, faces, tri, ["ply", "glb", "obj"], tmp_path, "th",
                          frame="centered_yup", texture_size=256)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import tracemalloc
 from dataclasses import replace
 
@@ -10,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import load_sample
 from tddfa.errors import InputError
 from tddfa.render.common import vertex_normals
 from tddfa.render.depth import render_depth
@@ -23,21 +23,6 @@ from tddfa.render.registry import RENDERERS, render, save_renders
 from tddfa.render.uv import uv_coordinates, uv_texture
 
 KINDS = ["mesh", "depth", "pncc", "normal", "uv", "pose", "dense", "landmarks"]
-
-
-def load_sample(shared, name: str):
-    """(image, [Face], triangles) for a sample photo from the official reference parameters."""
-    from tddfa.face.morphable_model import load_morphable_model
-    from tddfa.pipeline.aligner import faces_from_params
-
-    ref = json.loads((shared / "reference" / "official_mb05_samples.json").read_text())[name]
-    mm = load_morphable_model()
-    faces = faces_from_params(mm, [f["param"] for f in ref["faces"]],
-                              [f["roi_box"] for f in ref["faces"]],
-                              boxes=[f["box"] for f in ref["faces"]], dense=True)
-    img = cv2.imread(str(shared / "samples" / name))
-    assert img is not None and img.shape[:2] == (ref["height"], ref["width"])
-    return img, faces, mm.tri
 
 
 @pytest.fixture(scope="module")
