@@ -94,7 +94,8 @@ def zip_checkpoint(size, stride, offset=0, *, numel=None, values=None, storage="
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("archive/data.pkl", pkl)
-        zf.writestr("archive/data/0", raw if stored_numel is None else raw[: stored_numel * len(raw) // max(len(vals), 1)])
+        cut = raw if stored_numel is None else raw[: stored_numel * np.dtype(dtype).itemsize]
+        zf.writestr("archive/data/0", cut)
         zf.writestr("archive/version", "3\n")
     return buf.getvalue()
 

@@ -121,7 +121,7 @@ def test_object_arrays_are_refused(tmp_path):
     import pickle
 
     p = tmp_path / "obj.pkl"
-    p.write_bytes(pickle.dumps({"mean": np.array([1, "x"], dtype=object)}, protocol=2))
+    p.write_bytes(pickle.dumps({"mean": np.array([1, 2], dtype=object)}, protocol=4))
     from tddfa.assets.serialization import load_pickle
 
     with pytest.raises(AssetError, match="Python objects"):
