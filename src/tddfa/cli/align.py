@@ -18,17 +18,66 @@ def _split_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _iter_inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, output-relative stem path) for files and folders (searched recursively)."""
+def _iter_inputs(paths: list[str], *, exclude: str | Path | None = None) -> Iterator[tuple[Path, Path]]:
+    """Yield (file, output-relative stem path) for files and folders (searched recursively).
+
+    Output names never collide (compared case-insensitively, for case-insensitive file
+    systems): a file argument is named by its stem, a file found in a folder argument by its path
+    relative to that folder; when two inputs would share a name, both keep their extension
+    (``x.jpg``, ``x.png``); if they still collide, the argument's folder name is prepended
+    (``cam1/IMG_0001.jpg``), and as a last resort a number (``x.jpg~2``). The same file given
+    twice is processed once. Files inside ``exclude`` (the output folder) are never inputs.
+    """
     from tddfa.io.images import IMAGE_EXTENSIONS
 
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def excluded(f: Path) -> bool:
+        if skip is None:
+            return False
+        r = f.resolve()
+        return r == skip or skip in r.parents
+
+    found: list[tuple[Path, Path, Path]] = []  # (file, path relative to its argument, its folder)
+    seen: set[Path] = set()
     for p in map(Path, paths):
+        if excluded(p):
+            log.warning("%s is inside the output folder: not taken as input", p)
+            continue
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield f, f.relative_to(p).with_suffix("")
+            files = [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                     if f.suffix.lower() in IMAGE_EXTENSIONS and not excluded(f) and f.is_file()]
+            base = p
         else:
-            yield p, Path(p.stem)
+            files, base = [(p, Path(p.name))], p.parent
+        for f, rel in files:
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append((f, rel, base))
+
+    def clashing(names: list[Path]) -> set[str]:
+        count: dict[str, int] = {}
+        for n in names:
+            count[str(n).casefold()] = count.get(str(n).casefold(), 0) + 1
+        return {k for k, c in count.items() if c > 1}
+
+    stems = [rel.with_suffix("") for _, rel, _ in found]
+    clash = clashing(stems)
+    stems = [rel if str(s).casefold() in clash else s
+             for s, (_, rel, _) in zip(stems, found, strict=True)]
+    clash = clashing(stems)
+    stems = [Path(base.resolve().name or "root") / rel if str(s).casefold() in clash else s
+             for s, (_, rel, base) in zip(stems, found, strict=True)]
+    taken: set[str] = set()
+    for (f, _, _), s in zip(found, stems, strict=True):
+        n, candidate = 1, s
+        while str(candidate).casefold() in taken:
+            n += 1
+            candidate = s.with_name(f"{s.name}~{n}")
+        taken.add(str(candidate).casefold())
+        yield f, candidate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,9 +133,10 @@ def _run_align(args) -> int:
     aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
                           threads=args.threads)
     out = Path(args.output)
-    items = list(_iter_inputs(args.inputs))
+    items = list(_iter_inputs(args.inputs, exclude=out))
     if not items:
-        print("tddfa align: no image files found in the given paths", file=sys.stderr)
+        print("tddfa align: no image files found in the given paths (files inside the output "
+              f"folder {out} are not taken as inputs)", file=sys.stderr)
         return 1
     need_mesh = bool(args.render or args.export or args.dense)
     failed = 0
