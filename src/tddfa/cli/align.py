@@ -112,7 +112,25 @@ def add_parser(sub) -> None:
                    help="coordinate frame of exported meshes (default: image pixels, y down)")
     p.add_argument("--no-overlay", action="store_true", help="do not write <name>_landmarks.jpg")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0 = auto)")
+    p.add_argument("--max-pixels", type=_non_negative, default=None, metavar="N",
+                   help="refuse images above N pixels (width x height), checked from the file "
+                        "header before decoding (default 178956970; 0 = no limit)")
+    p.add_argument("--max-dense-faces", type=_non_negative, default=32, metavar="N",
+                   help="dense mesh, renders and exports for at most the N best faces per image "
+                        "(32); the others get landmarks and pose only")
     p.set_defaults(func=_run_align)
+
+
+def _non_negative(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
+    return v
 
 
 def _run_align(args) -> int:
@@ -120,7 +138,6 @@ def _run_align(args) -> int:
 
     from tddfa.io.atomic import atomic_write_text
     from tddfa.io.images import read_image, write_image
-    from tddfa.pipeline.aligner import FaceAligner
 
     if args.render:
         from tddfa.render.registry import RENDERERS
@@ -130,8 +147,9 @@ def _run_align(args) -> int:
         from tddfa.export.formats import WRITERS
 
         _check_kinds(args.export, WRITERS, "export format")
-    aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
-                          threads=args.threads)
+    max_pixels = getattr(args, "max_pixels", None)
+    cap = getattr(args, "max_dense_faces", 32)
+    aligner = None  # built on the first readable image: a refused input costs no model loading
     out = Path(args.output)
     items = list(_iter_inputs(args.inputs, exclude=out))
     if not items:
@@ -143,14 +161,28 @@ def _run_align(args) -> int:
     bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")
     for path, stem in bar:
         try:
-            img = read_image(path)
+            img = read_image(path, max_pixels=max_pixels)
+        except TddfaError as exc:
+            failed += 1
+            tqdm.write(f"tddfa align: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if aligner is None:  # a bad model or checkpoint stops the run (one-line error, exit 1)
+            from tddfa.pipeline.aligner import FaceAligner
+
+            aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
+                                  threads=args.threads, max_pixels=max_pixels,
+                                  max_dense_faces=cap)
+        try:
             result = aligner.align(img)
             faces = result.faces
             if args.refine and faces:
                 faces = aligner.refine(img, faces)
+            if need_mesh and len(faces) > cap:
+                log.warning("%s: %d faces, dense outputs for the best %d only (--max-dense-faces)",
+                            path, len(faces), cap)
             if need_mesh and faces:
-                faces = [replace(f, vertices=v) for f, v in zip(faces, aligner.vertices(faces),
-                                                                 strict=True)]
+                faces = [replace(f, vertices=v) for f, v in
+                         zip(faces[:cap], aligner.vertices(faces[:cap]), strict=True)] + faces[cap:]
             result = replace(result, faces=faces, image=str(path))
             base = out / stem
             atomic_write_text(base.with_name(base.name + ".json"),
@@ -163,11 +195,12 @@ def _run_align(args) -> int:
             if args.render:
                 from tddfa.render.registry import save_renders
 
-                save_renders(img, faces, tri, args.render, base.parent, base.name)
+                save_renders(img, faces[:cap], tri, args.render, base.parent, base.name)
             if args.export:
                 from tddfa.export.formats import save_exports
 
-                save_exports(img, faces, tri, args.export, base.parent, base.name, frame=args.frame)
+                save_exports(img, faces[:cap], tri, args.export, base.parent, base.name,
+                             frame=args.frame)
             log.info("%s: %d face(s)", path, len(faces))
         except TddfaError as exc:
             failed += 1
