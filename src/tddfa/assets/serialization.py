@@ -28,7 +28,7 @@ import numpy as np
 
 from tddfa.errors import AssetError
 
-__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint"]
+__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint", "load_npy", "load_npz"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -352,3 +352,83 @@ def state_dict_from_checkpoint(checkpoint: Any, *, source: str = "checkpoint") -
     if not out:
         raise AssetError(f"{source}: the checkpoint holds no tensors")
     return out
+
+
+def _npy_header(f, source: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check a .npy header: known magic, no object dtype, rank <= 32, data that fits in
+    ``available`` bytes and under :data:`MAX_TENSOR_BYTES`."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise AssetError(f"{source}: unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise AssetError(f"{source}: holds Python objects ({dtype}), expected numbers")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    nbytes = n * dtype.itemsize
+    if nbytes > min(available, MAX_TENSOR_BYTES):
+        raise AssetError(f"{source}: declares {shape} {dtype} ({nbytes} bytes) but holds "
+                         f"{available} bytes: truncated or corrupt")
+    return shape, dtype
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load a ``.npy`` array (no pickles), checking its header against the file first.
+
+    Raises:
+        AssetError: missing, not a regular file, not a .npy file, truncated, or object dtype.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .npy array")
+        with open(path, "rb") as f:
+            _npy_header(f, str(path), st.st_size - f.tell())
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:
+        raise AssetError(f"{path}: not a valid .npy array file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of a ``.npz`` archive (no pickles), each header checked first.
+
+    Raises:
+        AssetError: missing, not a regular file, not a .npz archive, truncated or corrupt members.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .npz archive")
+        out: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    _npy_header(f, f"{path}:{info.filename}", info.file_size)
+                with zf.open(info) as f:
+                    out[info.filename[:-4]] = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        return out
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:
+        raise AssetError(f"{path}: not a valid .npz archive ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
