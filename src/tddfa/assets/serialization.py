@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
@@ -28,7 +29,8 @@ import numpy as np
 
 from tddfa.errors import AssetError
 
-__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint", "load_npy", "load_npz"]
+__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint", "load_npy",
+           "load_npz", "load_mat"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -154,8 +156,31 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, *, source: str, storages=None):
         super().__init__(file)
+        self._file = file
         self._source = source
         self._storages = storages  # None: tensors not allowed; else callable(key, dtype, numel)
+
+    def load(self):
+        """Unpickle after a pre-scan of the opcodes: memo indices must be small and sequential,
+        since CPython's unpickler allocates its memo table up to the largest index a file names
+        (a 700-byte file could otherwise ask for gigabytes and minutes)."""
+        f = self._file
+        start = f.tell()
+        ops = 0
+        try:
+            for op, arg, _pos in pickletools.genops(f):
+                ops += 1
+                if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
+                    idx = int(arg)
+                    if idx < 0 or idx > ops + 16:
+                        raise AssetError(f"{self._source}: malformed pickle (memo index {idx} "
+                                         f"after {ops} opcodes)")
+        except AssetError:
+            raise
+        except Exception as exc:
+            raise AssetError(f"{self._source}: malformed pickle ({type(exc).__name__}: {exc})") from exc
+        f.seek(start)
+        return super().load()
 
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_GLOBALS:
@@ -431,4 +456,32 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
         raise AssetError(f"{path}: no such file") from exc
     except Exception as exc:
         raise AssetError(f"{path}: not a valid .npz archive ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def load_mat(path: str | Path, variable_names: list[str] | None = None) -> dict[str, Any]:
+    """Load a MATLAB ``.mat`` file (SciPy, v4–v7.2) as ``name -> array``.
+
+    Raises:
+        AssetError: missing, not a regular file, or not a readable MAT file.
+    """
+    import stat
+
+    import scipy.io
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .mat file")
+        from tddfa.assets.matfile import check_mat5
+
+        data = path.read_bytes()
+        check_mat5(data, str(path))  # SciPy's compiled reader crashes on unknown type codes
+        return scipy.io.loadmat(io.BytesIO(data), variable_names=variable_names)
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:  # SciPy raises many types on malformed files
+        raise AssetError(f"{path}: not a readable MAT file ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc

@@ -108,14 +108,18 @@ class AFLW2000Data:
 
     def pose_para(self) -> np.ndarray:
         """``(N, 7)`` float64 ``Pose_Para`` from the ``.mat`` files (pitch, yaw, roll radians, …)."""
-        import scipy.io
+        from tddfa.assets.serialization import load_mat
 
         out = np.empty((len(self.names), 7))
         for i, n in enumerate(self.names):
             path = self.root / "AFLW2000" / (Path(n).stem + ".mat")
             if not path.is_file():
                 raise InputError(f"pose ground truth not found: {path}")
-            out[i] = scipy.io.loadmat(str(path), variable_names=["Pose_Para"])["Pose_Para"].reshape(-1)[:7]
+            pose = np.asarray(load_mat(path, ["Pose_Para"]).get("Pose_Para", np.zeros(0)))
+            if pose.size < 7 or not np.issubdtype(pose.dtype, np.number):
+                raise InputError(f"{path}: expected a numeric Pose_Para of 7 values, got "
+                                 f"{pose.shape} {pose.dtype}")
+            out[i] = pose.reshape(-1)[:7]
         return out
 
 

@@ -200,11 +200,16 @@ class PyAVFileSource(VideoSource):
             raise InputError(f"{self.path}: no video stream (found "
                              f"{len(self._container.streams)} other streams)")
         self._stream = self._container.streams.video[0]
+        ctx = self._stream.codec_context  # None when FFmpeg knows no decoder for the stream
+        w, h = (ctx.width, ctx.height) if ctx is not None else (0, 0)
+        if not w or not h:
+            self._container.close()
+            raise InputError(f"{self.path}: the video stream has no decoder or no frame size "
+                             "(corrupt header or unsupported codec)")
+        self.width, self.height = int(w), int(h)
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 25.0
-        self.width = int(self._stream.codec_context.width)
-        self.height = int(self._stream.codec_context.height)
         self.frame_count = int(self._stream.frames) or None
 
     def frames(self) -> Iterator[Frame]:
