@@ -267,7 +267,8 @@ class Worker:
         line = self.proc.stdout.readline()
         if not line:
             code = self.proc.wait()
-            return f"defect crash (exit {code}{', signal %d' % -code if code < 0 else ''})"
+            sig = f", signal {-code}" if code < 0 else ""
+            return f"defect crash (exit {code}{sig})"
         return line.strip()
 
     def alive(self) -> bool:

@@ -50,8 +50,7 @@ _settings = settings(max_examples=60, deadline=None,
 
 
 def _loaders():
-    from tddfa.assets.serialization import (load_mat, load_npy, load_npz, load_pickle,
-                                            load_torch_checkpoint)
+    from tddfa.assets.serialization import load_mat, load_npy, load_npz, load_pickle, load_torch_checkpoint
     from tddfa.io.images import read_image
 
     return {".jpg": read_image, ".pth": load_torch_checkpoint, ".pkl": load_pickle,
