@@ -126,3 +126,19 @@ def test_object_arrays_are_refused(tmp_path):
 
     with pytest.raises(AssetError, match="Python objects"):
         load_pickle(p)
+
+
+def test_cli_align_with_a_crafted_checkpoint_is_one_line(tmp_path, shared):
+    import os
+
+    import tddfa
+
+    p = tmp_path / "evil.pth"
+    p.write_bytes(zip_checkpoint(size=(4,), stride=(-100_000_000,), offset=3))
+    env = dict(os.environ, PYTHONPATH=str(Path(tddfa.__file__).parents[1]),
+               TDDFA_CACHE=str(tmp_path / "cache"))
+    r = subprocess.run([sys.executable, "-m", "tddfa", "align", str(shared / "samples" / "emma.jpg"),
+                        "--checkpoint", str(p), "-o", str(tmp_path / "o")],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "negative values are not allowed" in r.stderr and "Traceback" not in r.stderr
