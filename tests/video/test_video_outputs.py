@@ -122,3 +122,10 @@ def test_writer_under_a_regular_file_raises_input_error(tmp_path):
 
     with pytest.raises(InputError, match="not a folder"):
         JsonlWriter(tmp_path / "f" / "x.jsonl")
+
+
+def test_cli_overlay_choices_match_the_renderers():
+    from tddfa.cli.video import OVERLAY_CHOICES
+    from tddfa.video.overlay import OVERLAYS
+
+    assert tuple(OVERLAY_CHOICES) == tuple(OVERLAYS)

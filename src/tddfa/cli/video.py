@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tddfa.errors import InputError
-from tddfa.io.video import VideoWriter, open_camera, open_video
-from tddfa.video.overlay import OVERLAYS, draw_overlay
-from tddfa.video.records import JsonlWriter
-from tddfa.video.smoothing import SmoothingConfig
-from tddfa.video.tracker import VideoAligner
+
+# The tracker, renderers and video I/O are imported in run(): importing them costs about a second
+# of CPU (Numba, OpenCV), which every other command (and `tddfa --help`) would pay otherwise.
+# Keep in step with tddfa.video.overlay.OVERLAYS (checked by the tests).
+OVERLAY_CHOICES = ("sparse", "mesh", "dense", "pose", "none")
 
 if TYPE_CHECKING:
     pass
@@ -37,7 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--camera", type=int, metavar="N", help="read the live camera N instead of a file")
     p.add_argument("-o", "--output", help="overlay video to write (.mp4, .avi, .mkv)")
     p.add_argument("--jsonl", help="per-frame JSON Lines to write")
-    p.add_argument("--overlay", choices=OVERLAYS, default="sparse", help="overlay drawn in -o (sparse)")
+    p.add_argument("--overlay", choices=OVERLAY_CHOICES, default="sparse",
+                   help="overlay drawn in -o (sparse)")
     p.add_argument("--model", default="mb05", help="regressor (mb05)")
     p.add_argument("--checkpoint", help="regressor checkpoint or .onnx to use instead")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detector threshold (0.5)")
@@ -106,6 +107,12 @@ def _sigterm_as_exit():
 def run(args: argparse.Namespace) -> int:
     """Run ``tddfa video``; returns 0 on success. Bad inputs raise :class:`TddfaError` subclasses
     with a one-line message (``tddfa.cli.main`` prints it and exits with 1)."""
+    from tddfa.io.video import VideoWriter, open_camera, open_video
+    from tddfa.video.overlay import draw_overlay
+    from tddfa.video.records import JsonlWriter
+    from tddfa.video.smoothing import SmoothingConfig
+    from tddfa.video.tracker import VideoAligner
+
     if (args.input is None) == (args.camera is None):
         raise InputError("give either a video file or --camera N (exactly one)")
     live = args.camera is not None
