@@ -57,14 +57,14 @@ def loop_video(src: Path, dst: Path, min_frames: int) -> int:
     return loops * per_loop
 
 
-def make_images(folder: Path, n: int) -> None:
+def make_images(folder: Path, n: int, widths: tuple[int, ...] = (320, 480, 640)) -> None:
     import cv2
 
     folder.mkdir(parents=True, exist_ok=True)
     srcs = [cv2.imread(str(p)) for p in sorted((SHARED / "samples").glob("*.jpg"))]
     variants = []
     for img in srcs:
-        for width in (320, 480, 640):
+        for width in widths:
             h = int(img.shape[0] * width / img.shape[1])
             variants.append(cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA))
     for i in range(n):
@@ -124,6 +124,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/tddfa-soak"))
     ap.add_argument("--every", type=float, default=2.0, help="RSS sampling period, s")
     ap.add_argument("--parts", default="video,images")
+    ap.add_argument("--widths", default="320,480,640", help="image widths of the batch, px")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     summary_path = args.work / "soak.json"
@@ -146,13 +147,14 @@ def main() -> int:
         print("video:", summary["video"], flush=True)
     if "images" in args.parts:
         folder = args.work / "images"
-        make_images(folder, args.images)
+        make_images(folder, args.images, tuple(int(w) for w in args.widths.split(",")))
         out = args.work / "aligned"
         code, samples, secs = run_sampled(
             [py, "-m", "tddfa", "align", str(folder), "-o", str(out), "--no-overlay",
              "--threads", "1"], args.work / "images_rss.csv", args.every)
         jsons = len(list(out.glob("*.json"))) if out.exists() else 0
-        summary["images"] = {"exit": code, "images": args.images, "json_files": jsons,
+        summary["images"] = {"exit": code, "images": args.images, "widths": args.widths,
+                             "json_files": jsons,
                              "counts_exact": jsons == args.images, "seconds": round(secs, 1),
                              "images_per_s": round(jsons / secs, 2), **growth(samples)}
         summary_path.write_text(json.dumps(summary, indent=1))
