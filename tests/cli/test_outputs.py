@@ -80,3 +80,11 @@ def test_cli_keeps_both_results_and_rerun_ignores_its_outputs(shared, tmp_path, 
     assert "2 of 2 image(s)" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["x.jpg.json", "x.jpg_landmarks.jpg",
                                                     "x.png.json", "x.png_landmarks.jpg"]
+
+
+def test_output_folder_that_is_a_file_is_one_line(tmp_path, capsys):
+    _img(tmp_path / "x.png")
+    (tmp_path / "out").write_text("a file")
+    assert main(["align", str(tmp_path / "x.png"), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "not a folder" in err and len(err.strip().splitlines()) == 1

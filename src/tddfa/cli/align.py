@@ -151,6 +151,10 @@ def _run_align(args) -> int:
     cap = getattr(args, "max_dense_faces", 32)
     aligner = None  # built on the first readable image: a refused input costs no model loading
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        from tddfa.errors import InputError
+
+        raise InputError(f"-o {out}: exists and is not a folder")
     items = list(_iter_inputs(args.inputs, exclude=out))
     if not items:
         print("tddfa align: no image files found in the given paths (files inside the output "
