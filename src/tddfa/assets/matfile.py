@@ -33,23 +33,21 @@ def check_mat5(data: bytes, source: str) -> None:
     _walk(memoryview(data)[128:], endian, source, 0)
 
 
-def _walk(buf: memoryview, e: str, source: str, depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        raise AssetError(f"{source}: MAT data nested more than {_MAX_DEPTH} levels")
+def _elements(buf: memoryview, e: str, source: str, top: bool):
+    """Yield ``(type, body)`` of the data elements in ``buf``, checking codes and sizes."""
     pos, n = 0, len(buf)
     while pos < n:
         if n - pos < 8:
-            if depth == 0 and not any(buf[pos:]):
+            if top and not any(buf[pos:]):
                 return  # zero padding at the end of the file
             raise AssetError(f"{source}: truncated MAT data element at byte {pos}")
         mdtype, nbytes = struct.unpack_from(e + "II", buf, pos)
         small = mdtype >> 16
         if small:  # small data element: size in the upper half, data in the next 4 bytes
             mdtype &= 0xFFFF
-            if small > 4:
+            if small > 4 or mdtype not in _VALID or mdtype in (14, 15):
                 raise AssetError(f"{source}: malformed small MAT data element at byte {pos}")
-            if mdtype not in _VALID or mdtype in (14, 15):
-                raise AssetError(f"{source}: unknown MAT data type {mdtype} at byte {pos}")
+            yield mdtype, buf[pos + 4 : pos + 4 + small]
             pos += 8
             continue
         if mdtype not in _VALID:
@@ -58,7 +56,14 @@ def _walk(buf: memoryview, e: str, source: str, depth: int) -> None:
         if end > n:
             raise AssetError(f"{source}: MAT data element at byte {pos} declares {nbytes} bytes, "
                              f"{n - start} remain")
-        body = buf[start:end]
+        yield mdtype, buf[start:end]
+        pos = end if mdtype == 15 else min(n, start + ((nbytes + 7) // 8) * 8)
+
+
+def _walk(buf: memoryview, e: str, source: str, depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        raise AssetError(f"{source}: MAT data nested more than {_MAX_DEPTH} levels")
+    for mdtype, body in _elements(buf, e, source, depth == 0):
         if mdtype == 15:  # miCOMPRESSED: one zlib stream holding further elements
             d = zlib.decompressobj()
             try:
@@ -69,8 +74,40 @@ def _walk(buf: memoryview, e: str, source: str, depth: int) -> None:
                 raise AssetError(f"{source}: compressed MAT element inflates beyond "
                                  f"{_MAX_INFLATED} bytes")
             _walk(memoryview(inner), e, source, depth + 1)
-        elif mdtype == 14:  # miMATRIX: flags, dims, name, then parts / fields / cells
-            _walk(body, e, source, depth + 1)
-        pos = end if mdtype == 15 else start + ((nbytes + 7) // 8) * 8
-        if depth == 0 and mdtype != 15:
-            pos = min(pos, n)
+        elif mdtype == 14 and len(body):
+            _matrix(body, e, source, depth + 1)
+
+
+# mxCLASS codes: 1 cell, 2 struct, 3 object, 4 char, 5 sparse, 6..15 numeric, 16 function,
+# 17 opaque; array-flag bits 0x08 complex, 0x04 global, 0x02 logical
+_NUMERIC = set(range(6, 16))
+
+
+def _matrix(body: memoryview, e: str, source: str, depth: int) -> None:
+    """An miMATRIX: array flags, dimensions, name, then the parts its class needs."""
+    if depth > _MAX_DEPTH:
+        raise AssetError(f"{source}: MAT data nested more than {_MAX_DEPTH} levels")
+    subs = list(_elements(body, e, source, False))
+    if len(subs) < 3 or subs[0][0] != 6 or len(subs[0][1]) != 8 or subs[1][0] != 5 \
+            or len(subs[1][1]) < 8 or len(subs[1][1]) % 4:
+        raise AssetError(f"{source}: malformed MAT matrix header")
+    (flags,) = struct.unpack_from(e + "I", subs[0][1], 0)
+    cls, bits = flags & 0xFF, (flags >> 8) & 0xFF
+    if not 1 <= cls <= 15 or bits & ~0x0E:
+        raise AssetError(f"{source}: MAT matrix with invalid class {cls} or flags {bits:#x}")
+    dims = struct.unpack_from(e + f"{len(subs[1][1]) // 4}i", subs[1][1], 0)
+    if any(d < 0 for d in dims):
+        raise AssetError(f"{source}: MAT matrix with negative dimensions {dims}")
+    rest = subs[3:]  # after flags, dims and name
+    complex_ = bool(bits & 0x08)
+    need = {4: 1, 5: 3}.get(cls, 1 if cls in _NUMERIC else 0) + (complex_ and cls in _NUMERIC | {5})
+    if len(rest) < need:
+        raise AssetError(f"{source}: MAT matrix of class {cls} lacks data parts "
+                         f"({len(rest)} of {need})")
+    if cls in (4, 5) or cls in _NUMERIC:
+        if any(t == 14 for t, _ in rest[:need]):
+            raise AssetError(f"{source}: MAT matrix data part is itself a matrix")
+        return
+    for t, b in rest:  # cells, structs, objects: further matrices (struct: field names first)
+        if t == 14 and len(b):
+            _matrix(b, e, source, depth + 1)

@@ -178,7 +178,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         except AssetError:
             raise
         except Exception as exc:
-            raise AssetError(f"{self._source}: malformed pickle ({type(exc).__name__}: {exc})") from exc
+            raise AssetError(f"{self._source}: truncated or malformed pickle ({exc})") from exc
         f.seek(start)
         return super().load()
 
