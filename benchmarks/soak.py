@@ -86,7 +86,9 @@ def rss_kb(pid: int) -> int | None:
 def run_sampled(cmd: list[str], csv: Path, every: float) -> tuple[int, list[tuple[float, int]], float]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     t0 = time.time()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = open(csv.with_suffix(".stderr.txt"), "w")  # noqa: SIM115 - closed below
+    # stderr goes to a file: a pipe read only at the end fills up (progress bars) and blocks the child
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log, text=True)
     samples: list[tuple[float, int]] = []
     with open(csv, "w") as f:
         f.write("seconds,rss_kb\n")
@@ -97,9 +99,9 @@ def run_sampled(cmd: list[str], csv: Path, every: float) -> tuple[int, list[tupl
                 f.write(f"{samples[-1][0]:.1f},{r}\n")
                 f.flush()
             time.sleep(every)
-    err = proc.stderr.read()
+    log.close()
     if proc.returncode:
-        print(err[-2000:], file=sys.stderr)
+        print(csv.with_suffix(".stderr.txt").read_text()[-2000:], file=sys.stderr)
     return proc.returncode, samples, time.time() - t0
 
 
