@@ -17,6 +17,17 @@ in percent of the face size) on synthetic short videos made from the sample phot
 smooth motion (in-plane: rotation ±3°, shift ±6 px, scale ±3 %; out-of-plane: additionally yaw
 ±6°, pitch ±4° through the fitted mesh), without smoothing and with causal / centred smoothing,
 and the landmark jitter on a still frame repeated 30 times.
+
+``--mot`` builds the multi-face, multi-shot synthetic clip of :mod:`tddfa.video.mot` (scene cuts,
+pans and zooms, faces entering and leaving, a face below the minimum size, a face turning to
+profile through its mesh, obama.mp4 as one shot) and prints the identity figures (id switches,
+ids across cuts, fragmentation, false-track and missed face-frames, tracked faces below the
+minimum size) of the tracker with and without validation / cut detection.
+
+``--mediapipe`` times tddfa sparse tracking (validation on) against MediaPipe FaceMesh
+(``mediapipe==0.10.14``, legacy ``solutions.face_mesh`` in video mode) side by side on the
+decoded frames of the video, best of ``--passes``; skipped with a message when mediapipe is not
+importable (install it in a separate venv and run this script with that interpreter).
 """
 
 from __future__ import annotations
@@ -117,12 +128,114 @@ def stability_report(aligner: FaceAligner, n_frames: int = 60, seeds: int = 3) -
           + "  ".join(f"{m}: {max(jitter[m]):.4g}" for m in modes))
 
 
+def decoded_frames(path: Path) -> list:
+    with open_video(path) as src:
+        return [f.image for f in src]
+
+
+def mot_report(aligner: FaceAligner, obama: list, min_face: float, save: Path | None) -> None:
+    from tddfa.io.video import ArraySource
+    from tddfa.video.mot import build_benchmark_clip, mot_metrics
+
+    t0 = time.perf_counter()
+    clip = build_benchmark_clip(aligner, SHARED / "samples", obama_frames=obama[:50])
+    print(f"MOT clip: {len(clip)} frames, {len(clip.names)} shots ({'; '.join(clip.names)}), "
+          f"built in {time.perf_counter() - t0:.1f} s; min face {min_face:g} px")
+    if save is not None:
+        writer = VideoWriter(save, 25.0, (clip.frames[0].shape[1], clip.frames[0].shape[0]))
+    configs = [
+        ("validate+cuts (default)", dict()),
+        ("no validation", dict(validate=False)),
+        ("no cut detection", dict(cut_threshold=0)),
+        ("neither (previous tracker)", dict(validate=False, cut_threshold=0, min_face_size=16.0)),
+    ]
+    keys = ("id_switches", "ids_across_cuts", "fragmentations", "false", "false_rate", "missed",
+            "missed_profile", "missed_frontal", "below_min", "ids", "true_ids", "outputs",
+            "required")
+    for name, kw in configs:
+        va = VideoAligner(aligner, **({"min_face_size": min_face} | kw))
+        t0 = time.perf_counter()
+        res = list(va.track(ArraySource(clip.frames, fps=25.0), keep_images=False))
+        dt = time.perf_counter() - t0
+        outs = [[(f.track_id, f.box) for f in r.faces] for r in res]
+        m = mot_metrics(outs, clip, min_face)
+        cuts = [r.index for r in res if r.cut]
+        print(f"  {name:27s} " + "  ".join(
+            f"{k} {m[k]:.4f}" if isinstance(m[k], float) else f"{k} {m[k]}" for k in keys)
+            + f"  cuts at {cuts}  {len(res) / dt:.1f} frames/s")
+        if save is not None and not kw:
+            from tddfa.video.overlay import draw_overlay
+
+            mm = aligner.morphable_model
+            for fr, r in zip(clip.frames, res, strict=True):
+                writer.write(draw_overlay("sparse", fr.copy(), r.faces, mm.tri, mm), [])
+    if save is not None:
+        writer.close()
+        print(f"  overlay of the default tracker: {save}")
+
+
+def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
+    try:
+        import mediapipe as mp
+    except ImportError:
+        print("MediaPipe comparison skipped: mediapipe is not importable with this interpreter "
+              "(pip install mediapipe==0.10.14 in a separate venv and run this script with it)")
+        return
+    import cv2
+
+    rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
+
+    def tddfa_pass(**kw) -> tuple[float, float]:
+        va = VideoAligner(aligner, **kw)  # sparse, validation and cut detection on, no smoothing
+        t0, c0 = time.perf_counter(), time.process_time()
+        for i, f in enumerate(frames):
+            va.process(f, i * 40.0)
+        return (len(frames) / (time.perf_counter() - t0),
+                1000 * (time.process_time() - c0) / len(frames))
+
+    def mp_pass() -> tuple[float, float]:
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as fm:
+            t0, c0 = time.perf_counter(), time.process_time()
+            found = 0
+            for f in rgb:
+                found += fm.process(f).multi_face_landmarks is not None
+            out = (len(rgb) / (time.perf_counter() - t0),
+                   1000 * (time.process_time() - c0) / len(rgb))
+        if found < len(rgb):
+            print(f"  (MediaPipe found a face in {found}/{len(rgb)} frames)")
+        return out
+
+    tddfa_pass(), mp_pass()  # warm-up
+    ours, one, theirs = [], [], []
+    for _ in range(passes):  # interleaved, so all see the same machine load
+        ours.append(tddfa_pass())
+        one.append(tddfa_pass(max_faces=1))
+        theirs.append(mp_pass())
+    print(f"speed on {len(frames)} decoded frames, best of {passes} (mediapipe {mp.__version__}, "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    best_t, cpu_t = max(x[0] for x in theirs), min(x[1] for x in theirs)
+    for name, res in (("tddfa sparse tracking + validation", ours),
+                      ("  the same, max_faces=1", one),
+                      ("MediaPipe FaceMesh, max_num_faces=1", theirs)):
+        best, cpu = max(x[0] for x in res), min(x[1] for x in res)
+        ratio = "" if res is theirs else (f"; ratio {best / best_t:.2f}x frames/s, "
+                                          f"{cpu_t / cpu:.2f}x CPU time")
+        print(f"  {name:36s} {best:6.1f} frames/s (all: {', '.join(f'{x[0]:.1f}' for x in res)}),"
+              f" CPU {cpu:.2f} ms/frame{ratio}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", default=str(SHARED / "samples" / "obama.mp4"))
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--only", nargs="*", help="scenario names to run (default: all)")
     ap.add_argument("--stability", action="store_true", help="also print the stability figures")
+    ap.add_argument("--mot", action="store_true", help="print the multi-shot identity figures")
+    ap.add_argument("--min-face", type=float, default=24.0, help="--mot: minimum face size (24)")
+    ap.add_argument("--save-mot", help="--mot: write the default tracker's overlay to this .mp4")
+    ap.add_argument("--mediapipe", action="store_true",
+                    help="speed side by side with MediaPipe FaceMesh (decoded frames)")
+    ap.add_argument("--passes", type=int, default=3, help="--mediapipe: passes, best taken (3)")
     args = ap.parse_args()
     path = Path(args.video)
     aligner = FaceAligner(threads=1)  # as VideoAligner's default
@@ -134,9 +247,15 @@ def main() -> None:
     ]
     print(f"video: {path.name}, runs: {args.runs}, cpu count: {os.cpu_count()}, "
           f"load average: {os.getloadavg()[0]:.2f}")
+    only = args.only  # `--only` with no names: no speed scenarios
+    if args.mediapipe:
+        mediapipe_report(aligner, decoded_frames(path), args.passes)
+    if args.mot:
+        mot_report(aligner, decoded_frames(SHARED / "samples" / "obama.mp4"), args.min_face,
+                   Path(args.save_mot) if args.save_mot else None)
     with tempfile.TemporaryDirectory() as tmp:
         for name, kw, overlay in scenarios:
-            if args.only and name not in args.only:
+            if only is not None and name not in only:
                 continue
             va = VideoAligner(aligner, **kw)
             run_once(va, path, overlay, Path(tmp))  # warm-up (JIT, caches)

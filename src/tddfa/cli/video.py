@@ -45,6 +45,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--redetect-every", type=int, default=30, metavar="N",
                    help="run the detector every N frames to find new faces; 0 = only when lost (30)")
     p.add_argument("--max-faces", type=int, help="track at most this many faces")
+    p.add_argument("--min-face", type=float, default=24.0, metavar="PX",
+                   help="minimum face size, sqrt(w*h) of the landmark box in pixels: smaller faces "
+                        "are not tracked (listed as skipped in the JSONL) (24)")
+    p.add_argument("--cut-threshold", type=float, default=0.35,
+                   help="scene-cut threshold: Bhattacharyya distance of HSV histograms of "
+                        "consecutive frames; a cut ends every track; 0 disables (0.35)")
+    p.add_argument("--no-validate", action="store_true",
+                   help="do not check each track with the detector every frame")
     p.add_argument("--smooth", choices=("auto", "none", "causal", "centered"), default="auto",
                    help="smoothing: causal One-Euro, centred Gaussian window, or none; auto = "
                         "centred for files, causal for cameras")
@@ -125,13 +133,16 @@ def run(args: argparse.Namespace) -> int:
     with src, _sigterm_as_exit():
         va = VideoAligner(model=args.model, checkpoint=args.checkpoint,
                           score_threshold=args.score_threshold, redetect_every=args.redetect_every,
-                          max_faces=args.max_faces, smoothing=smoothing, threads=args.threads)
+                          max_faces=args.max_faces, smoothing=smoothing, threads=args.threads,
+                          min_face_size=args.min_face, cut_threshold=args.cut_threshold,
+                          validate=not args.no_validate)
         if args.output is None and args.jsonl is None:
             log.warning("no -o/--output or --jsonl given: results are computed but not saved")
         writer = jsonl = None
         ok = False
         n = 0
         ids: set[int] = set()
+        cuts = 0
         t0 = time.perf_counter()
         bar = None
         if not args.no_progress:
@@ -154,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
                 if jsonl is not None:
                     jsonl.write(res)
                 ids.update(f.track_id for f in res.faces)
+                cuts += res.cut
                 n += 1
                 if bar is not None:
                     bar.update(1)
@@ -175,8 +187,9 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     w.abort()
         dt = time.perf_counter() - t0
-        log.info("%s: %d frames in %.2f s (%.1f frames/s), %d face id(s), %d frame(s) skipped",
-                 src.name, n, dt, n / dt if dt > 0 else float("nan"), len(ids), len(src.skipped))
+        log.info("%s: %d frames in %.2f s (%.1f frames/s), %d scene cut(s), %d face id(s), "
+                 "%d frame(s) skipped", src.name, n, dt, n / dt if dt > 0 else float("nan"), cuts,
+                 len(ids), len(src.skipped))
         if src.skipped:
             log.warning("%s: unreadable frames skipped: %s", src.name, src.skipped[:20])
         if n == 0:

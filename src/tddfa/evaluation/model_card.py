@@ -138,7 +138,7 @@ def _pose_section(results: list[dict]) -> list[str]:
              "Mean absolute error in degrees against `Pose_Para` of the `.mat` files, faces whose "
              "three ground-truth angles are within ±99° (usual protocol). Our rotation is mapped "
              "to the dataset's convention (`R_ours = (Rz(roll)·Ry(yaw)·Rx(pitch))ᵀ`, see "
-             "`tddfa.evaluation`).", "",
+             "`tddfa.evaluation.headpose`).", "",
              "| model | protocol | yaw | pitch | roll | mean | faces | source |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

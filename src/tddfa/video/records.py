@@ -27,7 +27,9 @@ def _r(a: np.ndarray, nd: int) -> list:
 def frame_record(result: FrameResult) -> dict[str, Any]:
     """One JSON Lines record: ``frame``, ``timestamp_ms`` and per face ``id``, ``box`` (x1, y1, x2,
     y2 px), ``score``, ``roi_box``, ``landmarks`` (68 × [x, y, z] px), ``pose`` (yaw, pitch, roll
-    degrees) and ``params`` (62, de-normalised, 7 significant digits)."""
+    degrees) and ``params`` (62, de-normalised, 7 significant digits); ``"cut": true`` on a frame
+    that starts a new shot, and ``skipped`` (detections below the minimum face size: ``box``,
+    ``score``) when there are any."""
     faces = []
     for f in result.faces:
         faces.append({
@@ -40,8 +42,14 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
                      "roll": round(f.pose.roll, 3)},
             "params": [float(f"{v:.7g}") for v in np.asarray(f.params, np.float64).tolist()],
         })
-    return {"frame": int(result.index), "timestamp_ms": round(float(result.timestamp_ms), 3),
-            "faces": faces}
+    rec: dict[str, Any] = {"frame": int(result.index),
+                           "timestamp_ms": round(float(result.timestamp_ms), 3), "faces": faces}
+    if getattr(result, "cut", False):
+        rec["cut"] = True
+    skipped = getattr(result, "skipped", None)
+    if skipped is not None and len(skipped):
+        rec["skipped"] = [{"box": _r(d[:4], 2), "score": round(float(d[4]), 4)} for d in skipped]
+    return rec
 
 
 class JsonlWriter(AtomicOutput):

@@ -1,11 +1,11 @@
-"""Video mode: :class:`VideoAligner` tracks faces frame by frame with identities and smoothing
-(3DDFA_V2's landmark re-crop between detections)."""
+"""Video mode: :class:`VideoAligner` runs the frame loop — scene cuts, landmark re-crop tracking
+(3DDFA_V2), per-frame track validation, re-detection and association — over the tracker state
+of :mod:`tddfa.video.tracks`, with optional smoothing."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -15,22 +15,27 @@ import numpy as np
 
 from tddfa.detection.faceboxes import box_iou
 from tddfa.errors import InputError
-from tddfa.face.crop import roi_from_box, roi_from_landmarks
+from tddfa.face.crop import roi_from_landmarks
 from tddfa.face.results import Face
 from tddfa.io.video import Frame, Prefetch, VideoSource
 from tddfa.video.overlay import add_vertices
 from tddfa.video.records import frame_record
+from tddfa.video.redetect import DetectionSteps, f32
 from tddfa.video.smoothing import CausalFaceSmoother, CenteredFaceSmoother, SmoothingConfig
+from tddfa.video.tracks import (
+    RegionDetector,
+    SceneCutDetector,
+    Track,
+    TrackSet,
+    face_size,
+    lm_box,
+)
 
 if TYPE_CHECKING:
     from tddfa.pipeline.aligner import FaceAligner
 
 
 log = logging.getLogger(__name__)
-
-# =============================================================================================
-# Tracking
-# =============================================================================================
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,9 @@ class FrameResult:
             2-D box of the landmarks and ``score`` the score of the last matching detection.
         width, height: frame size, pixels.
         image: the ``(H, W, 3)`` uint8 BGR frame (``None`` when not kept).
+        cut: this frame starts a new shot (every earlier track ended here).
+        skipped: ``(K, 5)`` float32 detections (x1, y1, x2, y2, score) not tracked because the
+            face is smaller than the minimum size (only on frames where the detector ran).
     """
 
     index: int
@@ -52,59 +60,68 @@ class FrameResult:
     width: int
     height: int
     image: np.ndarray | None = None
+    cut: bool = False
+    skipped: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 5), np.float32))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (see :func:`frame_record`)."""
         return frame_record(self)
 
 
-@dataclass
-class _Track:
-    id: int
-    face: Face
-    roi: np.ndarray  # (4,) float64 roi used for the last crop
-    score: float
-    last_frame: int
-    unconfirmed: int = 0  # consecutive re-detections without an overlapping detection
-
-
-def _f32(a: np.ndarray) -> np.ndarray:
-    """float64 values exactly representable in float32."""
-    return np.asarray(a, np.float32).astype(np.float64)
-
-
-def _lm_box(lm: np.ndarray) -> np.ndarray:
-    return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], np.float32)
-
-
-class VideoAligner:
+class VideoAligner(DetectionSteps):
     """Face alignment of video frames with tracking, identities and optional smoothing.
+
+    Per frame: (1) a scene cut (colour-histogram change) ends every track; (2) each track is
+    re-cropped from its previous landmarks and regressed (all faces in one batch) and checked
+    geometrically (finite, not below ``min_face_size``, no size jump or drift, inside the
+    frame); (3) with ``validate``, the detector is run once on small tiles of every track's
+    enlarged roi (and of recently lost tracks, to revive them): a track with no face in its
+    tile triggers (4) a full-frame detection, whose boxes are associated with the tracks (overlap
+    and motion, optimal assignment): unmatched tracks end, unmatched boxes revive a lost track
+    of the same shot or start a new id. Full-frame detection also runs after a cut, when nothing
+    is tracked, and every ``redetect_every`` frames. Faces whose last check failed are not output
+    (no mesh where no face is), except in profile (|yaw| >= ``profile_yaw``), where the detector
+    is unreliable: such tracks follow the landmark re-crop for up to ``max_profile_unconfirmed``
+    frames under the geometric checks.
 
     Args:
         aligner: a :class:`tddfa.pipeline.FaceAligner` to use (built from ``model``,
             ``checkpoint``, ``score_threshold``, ``dense_model``, ``threads`` when ``None``).
-        threads: ONNX Runtime threads of that aligner. 1 (default) suits video: a frame's batch
-            is tiny, and a multi-threaded pool spin-waits between frames, taking the CPU that
-            decoding and drawing (in their own threads) need — measured about half the CPU time
-            per frame with 1 thread on the 2-core test machine.
+        threads: ONNX Runtime threads of that aligner (1 suits video: see the README).
         dense: also reconstruct the dense mesh of each face (needed by mesh / dense overlays).
-        redetect_every: run the detector every N frames to pick up new faces (0 = only when a
-            track is lost or no face is tracked).
+        redetect_every: full-frame detection every N frames to pick up new faces (0 = only when
+            needed; skipped while ``max_faces`` validated tracks are live).
+        full_every: every this-many-th periodic detection runs at full resolution; the others
+            run on the frame downscaled to ``coarse_height`` rows (finding only faces larger
+            than about ``30 × height / coarse_height`` pixels, at a fraction of the cost).
+            1 = always full resolution.
+        coarse_height: rows of the downscaled frame for coarse periodic detection (0 = never
+            downscale).
         max_faces: track at most this many faces (highest detector scores first); ``None`` = all.
-        iou_threshold: overlap (IoU of crop regions) that links a detection to a track.
-        min_face_size: a face whose landmark box is smaller (sqrt(w·h), pixels) is lost.
+        iou_threshold: overlap (IoU of crop regions) needed to link a detection to a track.
+        min_face_size: minimum face size, ``sqrt(w·h)`` of the landmark box, pixels: smaller
+            detections are not tracked (reported in ``FrameResult.skipped``), smaller tracks end.
         max_size_change: a face whose size changes by more than this factor between adjacent
             frames is lost.
+        max_pose_change: a face whose yaw or pitch changes by more than this (degrees) between
+            adjacent frames is lost.
+        max_drift: a face whose size differs from its size at the last detector confirmation by
+            more than this factor is re-detected.
         min_inside: a face with fewer than this fraction of landmarks inside the frame is lost.
+        cut_threshold: Bhattacharyya distance of HSV histograms of consecutive frames above
+            which a scene cut is declared (<= 0 disables cut detection).
+        validate: check every track with the detector on its enlarged roi every
+            ``validate_every`` frames.
+        validate_size: detector tile side for the check, pixels (multiple of 32).
         roi_tolerance: keep the previous crop region while the new one differs by less than this
             fraction of its side (0 disables).
         init_iterations: extra landmark re-crops of a new face on its first frame, until its crop
-            region is within ``roi_tolerance`` of the previous one (0 = the official single
-            re-crop).
-        max_unconfirmed: drop a track not overlapped by any detection at this many consecutive
-            re-detections (0 disables; profile faces are not always detected).
-        keep_lost: frames during which a lost track's id can be revived by an overlapping
-            detection.
+            region is within ``roi_tolerance`` of the previous one.
+        max_unconfirmed: without ``validate``: drop a track not overlapped by any detection at
+            this many consecutive full-frame detections (0 disables).
+        profile_yaw: |yaw| (degrees) from which a track may go unconfirmed by the detector.
+        max_profile_unconfirmed: frames a profile track may go unconfirmed.
+        keep_lost: frames during which a lost track's id can be revived in the same shot.
         smoothing: :class:`SmoothingConfig`, or a mode string (``"none"``, ``"causal"``,
             ``"centered"``), or ``None`` (no smoothing).
     """
@@ -120,14 +137,24 @@ class VideoAligner:
         threads: int = 1,
         dense: bool = False,
         redetect_every: int = 30,
+        full_every: int = 4,
+        coarse_height: int = 360,
         max_faces: int | None = None,
         iou_threshold: float = 0.3,
-        min_face_size: float = 16.0,
+        min_face_size: float = 24.0,
         max_size_change: float = 1.6,
+        max_drift: float = 1.5,
+        max_pose_change: float = 25.0,
         min_inside: float = 0.5,
+        cut_threshold: float = 0.35,
+        validate: bool = True,
+        validate_every: int = 3,
+        validate_size: int = 96,
         roi_tolerance: float = 0.02,
         init_iterations: int = 4,
         max_unconfirmed: int = 3,
+        profile_yaw: float = 50.0,
+        max_profile_unconfirmed: int = 60,
         keep_lost: int = 25,
         smoothing: SmoothingConfig | str | None = None,
     ) -> None:
@@ -142,35 +169,60 @@ class VideoAligner:
             raise InputError(f"redetect_every must be >= 0 frames, got {redetect_every}")
         if max_faces is not None and max_faces < 1:
             raise InputError(f"max_faces must be >= 1 or None, got {max_faces}")
+        if min_face_size < 0:
+            raise InputError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
+        if validate_every < 1:
+            raise InputError(f"validate_every must be >= 1 frame, got {validate_every}")
+        if validate_size < 32 or validate_size % 32:
+            raise InputError(f"validate_size must be a multiple of 32 pixels, got {validate_size}")
         self.redetect_every = int(redetect_every)
+        self.full_every = int(full_every)
+        self.coarse_height = int(coarse_height)
         self.max_faces = max_faces
         self.iou_threshold = float(iou_threshold)
         self.min_face_size = float(min_face_size)
         self.max_size_change = float(max_size_change)
+        self.max_drift = float(max_drift)
+        self.max_pose_change = float(max_pose_change)
         self.min_inside = float(min_inside)
+        self.cut_threshold = float(cut_threshold)
+        self.validate = bool(validate)
+        self.validate_every = int(validate_every)
+        self.validate_size = int(validate_size)
         self.roi_tolerance = float(roi_tolerance)
         self.init_iterations = int(init_iterations)
         self.max_unconfirmed = int(max_unconfirmed)
+        self.profile_yaw = float(profile_yaw)
+        self.max_profile_unconfirmed = int(max_profile_unconfirmed)
         self.keep_lost = int(keep_lost)
         if smoothing is None:
             smoothing = SmoothingConfig()
         elif isinstance(smoothing, str):
             smoothing = SmoothingConfig(mode=smoothing)
         self.smoothing: SmoothingConfig = smoothing
-        self.stats = {"frames": 0, "detections": 0, "lost": 0, "new_tracks": 0}
+        self.stats = {"frames": 0, "detections": 0, "lost": 0, "new_tracks": 0, "cuts": 0,
+                      "checks": 0, "failed_checks": 0, "revived": 0, "skipped_small": 0, "rejected": 0,
+                      "coarse_detections": 0}
+        self._regions = RegionDetector(self.aligner.detect, self.validate_size)
         self.reset()
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget every track (e.g. before a new video)."""
-        self._tracks: list[_Track] = []
-        self._lost: list[_Track] = []
-        self._next_id = 0
+        """Forget every track (e.g. before a new video). Ids restart at 0."""
+        self.tracks = TrackSet(self.keep_lost)
+        self.cuts = SceneCutDetector(self.cut_threshold) if self.cut_threshold > 0 else None
         self._frame_no = 0
         self._since_detect = 0
+        self._periodic = 0
         self._last_ts: float | None = None
+        self.last_cut = False
+        self.last_skipped = np.zeros((0, 5), np.float32)
         self._causal = (CausalFaceSmoother(self.smoothing, self.aligner.morphable_model)
                         if self.smoothing.mode == "causal" else None)
+
+    @property
+    def _tracks(self) -> list[Track]:
+        return self.tracks.live
 
     # -- video mode: one frame at a time -------------------------------------------------------
     def process(self, image: np.ndarray, timestamp_ms: float) -> list[Face]:
@@ -182,7 +234,8 @@ class VideoAligner:
 
         Returns:
             faces with ``track_id`` set (raw, or One-Euro smoothed when ``smoothing.mode`` is
-            ``"causal"``).
+            ``"causal"``). ``last_cut`` / ``last_skipped`` tell whether this frame started a new
+            shot and which detections were too small.
 
         Raises:
             InputError: bad image, non-increasing timestamp, or centred smoothing (which needs
@@ -225,16 +278,17 @@ class VideoAligner:
             frames = pre
         centred = (CenteredFaceSmoother(self.smoothing, self.aligner.morphable_model)
                    if self.smoothing.mode == "centered" else None)
-        waiting: dict[int, Frame] = {}
+        waiting: dict[int, tuple[Frame, bool, np.ndarray]] = {}
         try:
             for fr in frames:
                 faces = self._step(fr.image, fr.timestamp_ms)
+                info = (fr, self.last_cut, self.last_skipped)
                 if self._causal is not None:
                     faces = self._causal(faces, fr.timestamp_ms / 1000.0)
                 if centred is None:
-                    yield self._result(fr, faces, keep_images)
+                    yield self._result(info, faces, keep_images)
                     continue
-                waiting[fr.index] = fr
+                waiting[fr.index] = info
                 for key, sm in centred.push(fr.index, faces):
                     yield self._result(waiting.pop(key), sm, keep_images)
             if centred is not None:
@@ -244,10 +298,12 @@ class VideoAligner:
             if pre is not None:
                 pre.close()
 
-    def _result(self, fr: Frame, faces: list[Face], keep: bool) -> FrameResult:
+    def _result(self, info: tuple[Frame, bool, np.ndarray], faces: list[Face],
+                keep: bool) -> FrameResult:
+        fr, cut, skipped = info
         h, w = fr.image.shape[:2]
         return FrameResult(fr.index, fr.timestamp_ms, self._with_vertices(faces), w, h,
-                           fr.image if keep else None)
+                           fr.image if keep else None, cut, skipped)
 
     # -- one tracking step -------------------------------------------------------------------
     def _step(self, image: np.ndarray, timestamp_ms: float) -> list[Face]:
@@ -262,39 +318,65 @@ class VideoAligner:
         n = self._frame_no
         self._frame_no += 1
         self.stats["frames"] += 1
-        al = self.aligner
+        self.last_skipped = np.zeros((0, 5), np.float32)
+        ts_ = self.tracks
 
-        lost_any = False
-        if self._tracks:
-            rois = np.stack([self._next_roi(t) for t in self._tracks])
-            faces = al.align_rois(img, rois, dense=self._dense_in_step)
-            alive = []
-            for t, f, r in zip(self._tracks, faces, rois, strict=True):
-                if self._plausible(f, t.face, w, h):
-                    t.face, t.roi, t.last_frame = f, r, n
-                    alive.append(t)
-                else:
-                    lost_any = True
+        need = False
+        self.last_cut = self.cuts is not None and self.cuts(img)
+        if self.last_cut:
+            self.stats["cuts"] += 1
+            ts_.cut(n)
+            need = True
+        ts_.expire(n)
+
+        if ts_.live:
+            rois = np.stack([self._hysteresis_roi(t.face.landmarks, t.roi) for t in ts_.live])
+            faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
+            for t, f, r in zip(list(ts_.live), faces, rois, strict=True):
+                why = self._implausible(f, t, w, h)
+                if why:
                     self.stats["lost"] += 1
-                    log.debug("frame %d: track %d lost", n, t.id)
-                    self._lost.append(t)
-            self._tracks = self._dedupe(alive, n)
-        self._lost = [t for t in self._lost if n - t.last_frame <= self.keep_lost]
+                    ts_.lose(t, why, n)
+                    need = True
+                else:
+                    t.update(f, r, n)
+            ts_.live[:] = self._dedupe(ts_.live, n)
+
+        failing: list[Track] = []
+        if self.validate and (ts_.live or ts_.lost) and n % self.validate_every == 0:
+            failing = self._check(img, n)
+            need = need or bool(failing)
 
         self._since_detect += 1
         due = self.redetect_every > 0 and self._since_detect >= self.redetect_every
-        room = self.max_faces is None or len(self._tracks) < self.max_faces
-        if not self._tracks or lost_any or (due and (room or self.max_unconfirmed > 0)):
-            self._detect(img, n)
+        if due and self.validate and self.max_faces is not None and len(ts_.live) >= self.max_faces:
+            due = False  # no room for a new face, and the tracks are checked by validation
+        if not ts_.live or need:
+            self._detect(img, n, failing)
+        elif due:
+            # periodic search for new faces: at full resolution every `full_every`-th time,
+            # on a frame downscaled to `coarse_height` rows otherwise (large faces only, cheaper)
+            self._periodic += 1
+            full = self.full_every <= 1 or self._periodic % self.full_every == 0
+            self._detect(img, n, failing, coarse=not full)
 
         out = []
-        for t in self._tracks:
+        for t in ts_.live:
+            if t.unconfirmed and not self._profile(t):
+                continue  # the detector did not find this face: draw nothing
             f = t.face
-            out.append(dataclasses.replace(f, box=_lm_box(f.landmarks), score=t.score,
+            out.append(dataclasses.replace(f, box=lm_box(f.landmarks), score=t.score,
                                            track_id=t.id))
         return out
 
-    def _dedupe(self, tracks: list[_Track], n: int) -> list[_Track]:
+    def _profile(self, t: Track) -> bool:
+        """A track in profile that the detector may miss: |yaw| >= ``profile_yaw`` now, turned
+        gradually from a pose confirmed at |yaw| >= ``profile_yaw`` − 25°, not too long ago."""
+        return (abs(t.face.pose.yaw) >= self.profile_yaw
+                and abs(t.confirmed_yaw) >= self.profile_yaw - 25.0
+                and t.unconfirmed <= self.max_profile_unconfirmed)
+
+    def _dedupe(self, tracks: list[Track], n: int) -> list[Track]:
         """Two tracks that converged on one face (crop regions overlapping by IoU > 0.6): keep
         the older identity."""
         if len(tracks) < 2:
@@ -309,108 +391,32 @@ class VideoAligner:
                 log.debug("frame %d: track %d merged into an older track", n, tracks[i].id)
         return [tracks[i] for i in sorted(keep)]
 
-    def _next_roi(self, t: _Track) -> np.ndarray:
-        return self._hysteresis_roi(t.face.landmarks, t.roi)
-
     def _hysteresis_roi(self, landmarks: np.ndarray, prev_roi: np.ndarray) -> np.ndarray:
         """Landmark crop policy, keeping ``prev_roi`` while the new roi is within tolerance."""
         # float32-exact, like Face.roi_box, so a kept roi reproduces its face bit for bit
-        roi = _f32(roi_from_landmarks(landmarks))
+        roi = f32(roi_from_landmarks(landmarks))
         if self.roi_tolerance > 0:
             side = prev_roi[2] - prev_roi[0]
             if side > 0 and np.abs(roi - prev_roi).max() <= self.roi_tolerance * side:
                 return prev_roi
         return roi
 
-    def _settle(self, img: np.ndarray, faces: list[Face]) -> list[Face]:
-        """Re-crop new faces from their landmarks until the crop region stops moving (at most
-        ``init_iterations`` passes), so that tracking starts at its fixed point: a still face
-        then gives identical results from its first frame on."""
-        faces = list(faces)
-        rois = [np.asarray(f.roi_box, np.float64) for f in faces]
-        for _ in range(self.init_iterations):
-            new = [self._hysteresis_roi(f.landmarks, r) for f, r in zip(faces, rois, strict=True)]
-            todo = [i for i in range(len(faces)) if new[i] is not rois[i]]
-            if not todo:
-                break
-            redo = self.aligner.align_rois(img, np.stack([new[i] for i in todo]),
-                                           dense=self._dense_in_step)
-            for i, f in zip(todo, redo, strict=True):
-                faces[i], rois[i] = f, new[i]
-        return faces
-
-    def _plausible(self, f: Face, prev: Face, w: int, h: int) -> bool:
+    def _implausible(self, f: Face, t: Track, w: int, h: int) -> str:
+        """Why the new alignment ``f`` of track ``t`` cannot be right ('' when plausible)."""
         lm = f.landmarks
         if not np.all(np.isfinite(lm)):
-            return False
-        bw, bh = float(np.ptp(lm[:, 0])), float(np.ptp(lm[:, 1]))
-        size = math.sqrt(max(bw * bh, 0.0))
+            return "landmarks not finite"
+        size = face_size(lm_box(lm))
         if size < self.min_face_size:
-            return False
-        pl = prev.landmarks
-        psize = math.sqrt(max(float(np.ptp(pl[:, 0]) * np.ptp(pl[:, 1])), 1e-9))
-        if not (1.0 / self.max_size_change <= size / psize <= self.max_size_change):
-            return False
+            return f"face {size:.1f} px below the minimum size"
+        ratio = size / max(t.size, 1e-9)
+        if not 1.0 / self.max_size_change <= ratio <= self.max_size_change:
+            return f"size jump x{ratio:.2f}"
+        dyaw = abs(f.pose.yaw - t.face.pose.yaw)
+        dpitch = abs(f.pose.pitch - t.face.pose.pitch)
+        if max(dyaw, dpitch) > self.max_pose_change:
+            return f"pose jump of {max(dyaw, dpitch):.0f} degrees"
         inside = (lm[:, 0] >= 0) & (lm[:, 0] <= w - 1) & (lm[:, 1] >= 0) & (lm[:, 1] <= h - 1)
-        return float(inside.mean()) >= self.min_inside
-
-    def _detect(self, img: np.ndarray, n: int) -> None:
-        self._since_detect = 0
-        self.stats["detections"] += 1
-        dets = np.asarray(self.aligner.detect(img), np.float32).reshape(-1, 5)
-        det_rois = np.array([roi_from_box(d) for d in dets]).reshape(-1, 4)
-        free = np.ones(len(dets), bool)
-        if self._tracks and len(dets):
-            ov = box_iou(np.stack([t.roi for t in self._tracks]), det_rois)
-            for i, t in enumerate(self._tracks):
-                hit = ov[i] >= self.iou_threshold
-                if hit.any():
-                    t.unconfirmed = 0
-                    t.score = float(dets[hit, 4].max())
-                else:
-                    t.unconfirmed += 1
-                free &= ~hit
-        else:
-            for t in self._tracks:
-                t.unconfirmed += 1
-        if self.max_unconfirmed > 0:
-            keep = [t for t in self._tracks if t.unconfirmed < self.max_unconfirmed]
-            for t in self._tracks:
-                if t.unconfirmed >= self.max_unconfirmed:
-                    log.debug("frame %d: track %d not confirmed by the detector, dropped", n, t.id)
-                    self._lost.append(t)
-            self._tracks = keep
-        idx = np.flatnonzero(free)
-        if self.max_faces is not None:
-            idx = idx[: max(self.max_faces - len(self._tracks), 0)]
-        if idx.size == 0:
-            return
-        al = self.aligner
-        first = al.align_rois(img, det_rois[idx], dense=False, boxes=dets[idx])
-        # the landmark re-crop of the official tracker (as FaceAligner.refine), with float32-exact
-        # rois so that a kept roi reproduces its face exactly
-        rois = np.stack([_f32(roi_from_landmarks(f.landmarks)) for f in first])
-        faces = self._settle(img, al.align_rois(img, rois, dense=self._dense_in_step))
-        lost_rois = np.stack([t.roi for t in self._lost]) if self._lost else np.zeros((0, 4))
-        for j, f in zip(idx, faces, strict=True):
-            tid = None
-            if len(lost_rois):
-                ov = box_iou(det_rois[j][None], lost_rois)[0]
-                k = int(np.argmax(ov))
-                if ov[k] >= self.iou_threshold:
-                    tid = self._lost[k].id
-                    self._lost.pop(k)
-                    lost_rois = np.delete(lost_rois, k, axis=0)
-            if tid is None:
-                tid = self._next_id
-                self._next_id += 1
-                self.stats["new_tracks"] += 1
-            roi = np.asarray(f.roi_box, np.float64)
-            self._tracks.append(_Track(tid, f, roi, float(dets[j, 4]), n))
-
-
-# =============================================================================================
-# Overlays
-# =============================================================================================
-
-# iBUG 68-point groups drawn as polylines: (start, end, closed)
+        if float(inside.mean()) < self.min_inside:
+            return "face left the frame"
+        return ""
