@@ -124,7 +124,7 @@ def test_object_arrays_are_refused(tmp_path):
     p.write_bytes(pickle.dumps({"mean": np.array([1, 2], dtype=object)}, protocol=4))
     from tddfa.assets.serialization import load_pickle
 
-    with pytest.raises(AssetError, match="Python objects"):
+    with pytest.raises(AssetError, match="Python objects|not a plain numeric"):
         load_pickle(p)
 
 
@@ -142,3 +142,47 @@ def test_cli_align_with_a_crafted_checkpoint_is_one_line(tmp_path, shared):
                        capture_output=True, text=True, timeout=120, env=env)
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "negative values are not allowed" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pickled_numpy_values_match_numpy_own_unpickling(tmp_path):
+    import pickle
+
+    from tddfa.assets.serialization import load_pickle
+
+    data = {"f": np.arange(12, dtype=np.float32).reshape(3, 4), "fortran": np.asfortranarray(
+        np.arange(6, dtype=">i8").reshape(2, 3)), "u": np.array(["ab", "c"]), "b": np.array([True]),
+        "s": np.float64(2.5), "i": np.int16(-3), "empty": np.zeros((0, 3), np.uint8),
+        "c": np.array([1 + 2j], np.complex64), "t": (np.ones(2), [np.zeros(1)])}
+    for proto in (3, 4):  # (protocol 2 under Python 3 spells bytes via _codecs.encode: refused)
+        p = tmp_path / f"d{proto}.pkl"
+        p.write_bytes(pickle.dumps(data, protocol=proto))
+        got = load_pickle(p)
+        for k, v in data.items():
+            if k == "t":
+                np.testing.assert_array_equal(got[k][0], v[0])
+                np.testing.assert_array_equal(got[k][1][0], v[1][0])
+                continue
+            assert np.asarray(got[k]).dtype == np.asarray(v).dtype, (proto, k)
+            np.testing.assert_array_equal(got[k], v)
+
+
+def test_short_dtype_state_is_refused_not_a_crash(tmp_path, shared):
+    """Found by benchmarks/fuzz.py: a dtype state two items short segfaulted NumPy."""
+    src = (shared / "assets" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl").read_bytes()
+    state = b"X\x01\x00\x00\x00<q\rNNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t"
+    assert state in src
+    bad = src.replace(state, b"X\x01\x00\x00\x00<q\rNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00t", 1)
+    p = tmp_path / "short_state.pkl"
+    p.write_bytes(bad)
+    code = ("import sys\nfrom tddfa.assets.serialization import load_pickle\n"
+            "from tddfa.errors import AssetError\n"
+            "try:\n    load_pickle(sys.argv[1])\nexcept AssetError as e:\n"
+            "    print('ASSETERROR', e)\n    sys.exit(3)\n")
+    import os
+
+    import tddfa
+
+    env = dict(os.environ, PYTHONPATH=str(Path(tddfa.__file__).parents[1]))
+    r = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 3, (r.returncode, r.stderr[-300:])

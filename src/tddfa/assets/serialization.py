@@ -184,7 +184,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
+            from tddfa.assets import npstate
+
+            # NumPy's own setstate trusts its input: stand-ins check every field first
+            return {"_reconstruct": npstate.reconstruct, "scalar": npstate.scalar,
+                    "ndarray": npstate.NDARRAY, "dtype": npstate.DType}.get(
+                name, super().find_class(module, name) if name == "OrderedDict" else None)
         if self._storages is not None:
             if module == "torch" and name in _STORAGE_DTYPES:
                 return _StorageType(name)
@@ -211,8 +216,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def _check_loaded(obj: Any, source: str, depth: int = 0) -> Any:
-    """Refuse object arrays (their items are arbitrary Python objects, not data) anywhere in a
-    loaded structure."""
+    """Turn the NumPy stand-ins into arrays and refuse object arrays (their items are arbitrary
+    Python objects, not data) anywhere in a loaded structure."""
+    if depth == 0:
+        from tddfa.assets.npstate import materialize
+
+        try:
+            obj = materialize(obj)
+        except AssetError as exc:
+            raise AssetError(f"{source}: {exc}") from exc
     if depth > 64:
         raise AssetError(f"{source}: nested more than 64 levels deep: not a plain data file")
     if isinstance(obj, np.ndarray):
