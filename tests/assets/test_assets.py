@@ -74,7 +74,9 @@ def test_download_is_verified(shared, tmp_path, monkeypatch):
     monkeypatch.setattr(assets.urllib.request, "urlopen",
                         lambda *a, **k: io.BytesIO(real.read_bytes()))
     p = assets.resolve("param_mean_std")
-    assert p == tmp_path / "home" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl"
+    # downloads land in the per-user cache, never in TDDFA_HOME (shared or read-only data folder)
+    assert p == tmp_path / "cache" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl"
+    assert not list((tmp_path / "home").rglob("*"))
 
 
 def test_install_from(shared, tmp_path):

@@ -5,7 +5,8 @@ the per-user cache (``platformdirs.user_cache_dir("tddfa")``). Inside an asset f
 lives at its registry ``relpath`` (the layout of ``shared/assets``: ``3ddfa_v2/tri.pkl``, ...).
 
 A missing *official* file is downloaded (when ``TDDFA_OFFLINE`` is not set) from its public
-repository path into the first writable asset folder, verified by size and SHA-256 or git blob id,
+repository path into the per-user cache (never into ``TDDFA_HOME``, which may be shared or
+read-only), verified by size and SHA-256 or git blob id,
 and only then moved into place. Offline, :class:`~tddfa.errors.AssetError` names the file, the
 URL and the folder to put it in. Every file found is verified once per process.
 """
@@ -294,7 +295,8 @@ def resolve(name: str, path: str | os.PathLike | None = None, *, download: bool 
     if not download or os.environ.get("TDDFA_OFFLINE"):
         raise AssetError(_missing_message(spec, "offline mode"))
     last: Exception | None = None
-    for d in asset_dirs():
+    # downloads go to the per-user cache only: TDDFA_HOME may be a shared or read-only data folder
+    for d in [cache_dir()]:
         try:
             return _verified_once(spec, _download(spec, d))
         except AssetError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
@@ -28,7 +29,8 @@ import numpy as np
 
 from tddfa.errors import AssetError
 
-__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint"]
+__all__ = ["load_pickle", "load_torch_checkpoint", "state_dict_from_checkpoint", "load_npy",
+           "load_npz", "load_mat"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -65,21 +67,79 @@ class _StorageType:
         self.dtype = _STORAGE_DTYPES[name]
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_ignored) -> np.ndarray:
-    """Rebuild a tensor view (offset, size, stride in elements) of a flat storage as a NumPy array."""
-    size = tuple(int(s) for s in size)
-    stride = tuple(int(s) for s in stride)
+# Limits on what a checkpoint may declare, checked before anything is allocated or viewed.
+MAX_TENSOR_BYTES = 1 << 31  # 2 GiB: one storage or one rebuilt tensor
+MAX_RANK = 8
+
+
+class _Placeholder:
+    """Storage stand-in of the legacy loader's first pass: knows its element count only."""
+
+    def __init__(self, dtype: np.dtype, numel: int):
+        self.dtype, self.size = dtype, numel
+
+
+def _as_int(v, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise AssetError(f"checkpoint tensor {what} is {type(v).__name__}, expected an integer: "
+                         "the file is corrupt or tampered with")
+    return int(v)
+
+
+def check_numel(numel, dtype: np.dtype, source: str = "checkpoint") -> int:
+    """A declared storage element count, refused (:class:`AssetError`) when negative or larger than
+    :data:`MAX_TENSOR_BYTES`."""
+    n = _as_int(numel, "storage size")
+    if n < 0 or n * dtype.itemsize > MAX_TENSOR_BYTES:
+        raise AssetError(f"{source}: storage declares {n} elements of {dtype} (limit "
+                         f"{MAX_TENSOR_BYTES // dtype.itemsize}): the file is corrupt or tampered with")
+    return n
+
+
+def _rebuild_tensor(storage, offset, size, stride, *_ignored):
+    """Rebuild a tensor view (offset, size, stride in elements) of a flat storage as a NumPy array.
+
+    Every number is checked against the storage before a view exists: integer offset and sizes,
+    non-negative strides, rank <= :data:`MAX_RANK`, and the highest element addressed inside the
+    storage. Anything else raises :class:`AssetError`.
+    """
+    if not isinstance(storage, (np.ndarray, _Placeholder)) or (
+        isinstance(storage, np.ndarray) and storage.ndim != 1
+    ):
+        raise AssetError(f"checkpoint tensor built on a {type(storage).__name__}, not a storage: "
+                         "the file is corrupt or tampered with")
+    if not isinstance(size, (tuple, list)) or not isinstance(stride, (tuple, list)):
+        raise AssetError("checkpoint tensor size/stride are not tuples: the file is corrupt")
+    if len(size) != len(stride) or len(size) > MAX_RANK:
+        raise AssetError(f"checkpoint tensor has {len(size)} sizes and {len(stride)} strides "
+                         f"(rank limit {MAX_RANK}): the file is corrupt or tampered with")
+    offset = _as_int(offset, "offset")
+    size = tuple(_as_int(s, "size") for s in size)
+    stride = tuple(_as_int(s, "stride") for s in stride)
+    if offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
+        raise AssetError(f"checkpoint tensor with offset {offset}, size {size}, stride {stride}: "
+                         "negative values are not allowed (the file is corrupt or tampered with)")
+    numel = 1
+    for n in size:
+        numel *= n
+    if numel * storage.dtype.itemsize > MAX_TENSOR_BYTES:
+        raise AssetError(f"checkpoint tensor of shape {size} exceeds the {MAX_TENSOR_BYTES >> 20} "
+                         "MiB limit: the file is corrupt or tampered with")
+    if numel == 0:
+        return None if isinstance(storage, _Placeholder) else np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
+    if last >= storage.size:
+        raise AssetError(
+            f"checkpoint tensor of shape {size} (stride {stride}, offset {offset}) needs "
+            f"{last + 1} elements, its storage has {storage.size}: the file is corrupt"
+        )
+    if isinstance(storage, _Placeholder):
+        return None
     if not size:
         return storage[offset : offset + 1].reshape(()).copy()
-    extent = 1 + sum((n - 1) * s for n, s in zip(size, stride, strict=True) if n > 0)
-    if offset < 0 or offset + extent > storage.size:
-        raise AssetError(
-            f"checkpoint tensor of shape {size} needs {offset + extent} elements, "
-            f"its storage has {storage.size}: the file is corrupt"
-        )
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[offset:],
+        storage[offset : last + 1],
         shape=size,
         strides=tuple(s * itemsize for s in stride),
         writeable=False,
@@ -96,12 +156,40 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
     def __init__(self, file, *, source: str, storages=None):
         super().__init__(file)
+        self._file = file
         self._source = source
         self._storages = storages  # None: tensors not allowed; else callable(key, dtype, numel)
 
+    def load(self):
+        """Unpickle after a pre-scan of the opcodes: memo indices must be small and sequential,
+        since CPython's unpickler allocates its memo table up to the largest index a file names
+        (a 700-byte file could otherwise ask for gigabytes and minutes)."""
+        f = self._file
+        start = f.tell()
+        ops = 0
+        try:
+            for op, arg, _pos in pickletools.genops(f):
+                ops += 1
+                if op.name in ("PUT", "BINPUT", "LONG_BINPUT", "GET", "BINGET", "LONG_BINGET"):
+                    idx = int(arg)
+                    if idx < 0 or idx > ops + 16:
+                        raise AssetError(f"{self._source}: malformed pickle (memo index {idx} "
+                                         f"after {ops} opcodes)")
+        except AssetError:
+            raise
+        except Exception as exc:
+            raise AssetError(f"{self._source}: truncated or malformed pickle ({exc})") from exc
+        f.seek(start)
+        return super().load()
+
     def find_class(self, module: str, name: str):
         if (module, name) in _NUMPY_GLOBALS:
-            return super().find_class(module, name)
+            from tddfa.assets import npstate
+
+            # NumPy's own setstate trusts its input: stand-ins check every field first
+            return {"_reconstruct": npstate.reconstruct, "scalar": npstate.scalar,
+                    "ndarray": npstate.NDARRAY, "dtype": npstate.DType}.get(
+                name, super().find_class(module, name) if name == "OrderedDict" else None)
         if self._storages is not None:
             if module == "torch" and name in _STORAGE_DTYPES:
                 return _StorageType(name)
@@ -120,10 +208,36 @@ class _RestrictedUnpickler(pickle.Unpickler):
             raise AssetError(f"{self._source}: unexpected persistent reference in a data pickle")
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
             raise AssetError(f"{self._source}: unsupported persistent reference {pid[:1]!r}")
-        storage_type, key, _location, numel = pid[1], str(pid[2]), pid[3], int(pid[4])
+        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
         if not isinstance(storage_type, _StorageType):
             raise AssetError(f"{self._source}: storage of unknown type {storage_type!r}")
+        numel = check_numel(numel, storage_type.dtype, self._source)
         return self._storages(key, storage_type.dtype, numel)
+
+
+def _check_loaded(obj: Any, source: str, depth: int = 0) -> Any:
+    """Turn the NumPy stand-ins into arrays and refuse object arrays (their items are arbitrary
+    Python objects, not data) anywhere in a loaded structure."""
+    if depth == 0:
+        from tddfa.assets.npstate import materialize
+
+        try:
+            obj = materialize(obj)
+        except AssetError as exc:
+            raise AssetError(f"{source}: {exc}") from exc
+    if depth > 64:
+        raise AssetError(f"{source}: nested more than 64 levels deep: not a plain data file")
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.hasobject:
+            raise AssetError(f"{source}: holds an array of Python objects ({obj.dtype}), "
+                             "expected numbers: not a plain data file")
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            _check_loaded(v, source, depth + 1)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _check_loaded(v, source, depth + 1)
+    return obj
 
 
 def load_pickle(path: str | Path) -> Any:
@@ -138,7 +252,8 @@ def load_pickle(path: str | Path) -> Any:
     except OSError as exc:
         raise AssetError(f"cannot read {path}: {exc.strerror or exc}") from exc
     try:
-        return _RestrictedUnpickler(io.BytesIO(data), source=str(path)).load()
+        return _check_loaded(_RestrictedUnpickler(io.BytesIO(data), source=str(path)).load(),
+                             str(path))
     except AssetError:
         raise
     except Exception as exc:
@@ -162,8 +277,8 @@ def load_torch_checkpoint(path: str | Path) -> Any:
         raise AssetError(f"{path}: empty file (0 bytes), expected a PyTorch checkpoint")
     try:
         if data[:4] == b"PK\x03\x04":
-            return _load_zip_checkpoint(data, str(path))
-        return _load_legacy_checkpoint(data, str(path))
+            return _check_loaded(_load_zip_checkpoint(data, str(path)), str(path))
+        return _check_loaded(_load_legacy_checkpoint(data, str(path)), str(path))
     except AssetError:
         raise
     except Exception as exc:
@@ -188,9 +303,9 @@ def _load_legacy_checkpoint(data: bytes, source: str) -> Any:
     # storage's dtype and where the raw data starts; pass 2 rebuilds on the real bytes.
     dtypes: dict[str, np.dtype] = {}
 
-    def placeholder(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    def placeholder(key: str, dtype: np.dtype, numel: int) -> _Placeholder:
         dtypes[key] = dtype
-        return np.zeros(numel, dtype=dtype)
+        return _Placeholder(dtype, numel)
 
     _RestrictedUnpickler(buf, source=source, storages=placeholder).load()
     keys = [str(k) for k in _RestrictedUnpickler(buf, source=source).load()]
@@ -202,6 +317,7 @@ def _load_legacy_checkpoint(data: bytes, source: str) -> Any:
         (numel,) = struct.unpack_from("<q", data, pos)
         pos += 8
         dtype = dtypes.get(key, np.dtype("<f4"))
+        numel = check_numel(numel, dtype, source)
         nbytes = numel * dtype.itemsize
         if numel < 0 or pos + nbytes > len(data):
             raise AssetError(
@@ -230,11 +346,22 @@ def _load_zip_checkpoint(data: bytes, source: str) -> Any:
             raise AssetError(f"{source}: zip file without exactly one data.pkl (not a checkpoint)")
         prefix = pkl[0][: -len("data.pkl")]
 
+        for info in zf.infolist():  # a zip bomb is refused before anything is inflated
+            if info.file_size > MAX_TENSOR_BYTES:
+                raise AssetError(f"{source}: entry {info.filename} declares {info.file_size} "
+                                 f"bytes (limit {MAX_TENSOR_BYTES}): corrupt or tampered with")
+        cache: dict[str, np.ndarray] = {}
+
         def storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
-            raw = zf.read(f"{prefix}data/{key}")
-            if len(raw) < numel * dtype.itemsize:
+            name = f"{prefix}data/{key}"
+            if name not in names:
+                raise AssetError(f"{source}: storage {key} is missing from the archive")
+            if name not in cache:
+                cache[name] = np.frombuffer(zf.read(name), dtype=np.uint8)
+            raw = cache[name]
+            if raw.size < numel * dtype.itemsize:
                 raise AssetError(f"{source}: truncated storage {key}")
-            return np.frombuffer(raw, dtype=dtype, count=numel)
+            return raw[: numel * dtype.itemsize].view(dtype)
 
         return _RestrictedUnpickler(
             io.BytesIO(zf.read(pkl[0])), source=source, storages=storage
@@ -262,3 +389,111 @@ def state_dict_from_checkpoint(checkpoint: Any, *, source: str = "checkpoint") -
     if not out:
         raise AssetError(f"{source}: the checkpoint holds no tensors")
     return out
+
+
+def _npy_header(f, source: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check a .npy header: known magic, no object dtype, rank <= 32, data that fits in
+    ``available`` bytes and under :data:`MAX_TENSOR_BYTES`."""
+    fmt = np.lib.format
+    version = fmt.read_magic(f)
+    if version == (1, 0):
+        shape, _fortran, dtype = fmt.read_array_header_1_0(f)
+    elif version in ((2, 0), (3, 0)):
+        shape, _fortran, dtype = fmt.read_array_header_2_0(f)
+    else:
+        raise AssetError(f"{source}: unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise AssetError(f"{source}: holds Python objects ({dtype}), expected numbers")
+    n = 1
+    for d in shape:
+        n *= int(d)
+    nbytes = n * dtype.itemsize
+    if nbytes > min(available, MAX_TENSOR_BYTES):
+        raise AssetError(f"{source}: declares {shape} {dtype} ({nbytes} bytes) but holds "
+                         f"{available} bytes: truncated or corrupt")
+    return shape, dtype
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """Load a ``.npy`` array (no pickles), checking its header against the file first.
+
+    Raises:
+        AssetError: missing, not a regular file, not a .npy file, truncated, or object dtype.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .npy array")
+        with open(path, "rb") as f:
+            _npy_header(f, str(path), st.st_size - f.tell())
+            f.seek(0)
+            return np.load(f, allow_pickle=False)
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:
+        raise AssetError(f"{path}: not a valid .npy array file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of a ``.npz`` archive (no pickles), each header checked first.
+
+    Raises:
+        AssetError: missing, not a regular file, not a .npz archive, truncated or corrupt members.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .npz archive")
+        out: dict[str, np.ndarray] = {}
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                with zf.open(info) as f:
+                    _npy_header(f, f"{path}:{info.filename}", info.file_size)
+                with zf.open(info) as f:
+                    out[info.filename[:-4]] = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        return out
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:
+        raise AssetError(f"{path}: not a valid .npz archive ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
+def load_mat(path: str | Path, variable_names: list[str] | None = None) -> dict[str, Any]:
+    """Load a MATLAB ``.mat`` file (SciPy, v4–v7.2) as ``name -> array``.
+
+    Raises:
+        AssetError: missing, not a regular file, or not a readable MAT file.
+    """
+    import stat
+
+    import scipy.io
+
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise AssetError(f"{path}: not a regular file, expected a .mat file")
+        from tddfa.assets.matfile import check_mat5
+
+        data = path.read_bytes()
+        check_mat5(data, str(path))  # SciPy's compiled reader crashes on unknown type codes
+        return scipy.io.loadmat(io.BytesIO(data), variable_names=variable_names)
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:  # SciPy raises many types on malformed files
+        raise AssetError(f"{path}: not a readable MAT file ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc

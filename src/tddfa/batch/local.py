@@ -95,7 +95,7 @@ def _decode(path: str):
     from tddfa.io.images import read_image
 
     try:
-        return read_image(path)
+        return read_image(path, max_pixels=_WORKER.options.max_pixels if _WORKER else None)
     except Exception as exc:  # handed to the aligner, which records it as this item's failure
         return exc
 

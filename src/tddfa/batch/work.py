@@ -43,6 +43,8 @@ class AlignOptions:
     threads: int = 0
     backend: str = "onnxruntime"
     device: str = "cpu"
+    max_pixels: int | None = None
+    max_dense_faces: int = 32
     per_image_json: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,7 +67,9 @@ class ImageWorker:
         self.options = options
         self.aligner = FaceAligner(options.model, options.checkpoint,
                                    score_threshold=options.threshold, threads=options.threads,
-                                   backend=options.backend, device=options.device)
+                                   backend=options.backend, device=options.device,
+                                   max_pixels=options.max_pixels,
+                                   max_dense_faces=options.max_dense_faces)
 
     def process(self, path: str, stem: str, image: np.ndarray | None = None) -> dict[str, Any]:
         """Align one image and write its side files; returns its record: ``input``, ``stem`` and
@@ -79,14 +83,16 @@ class ImageWorker:
         from tddfa.io.images import read_image
 
         o = self.options
-        img = read_image(path) if image is None else image
+        img = read_image(path, max_pixels=o.max_pixels) if image is None else image
         al = self.aligner
         result = al.align(img)
         faces = result.faces
         if o.refine and faces:
             faces = al.refine(img, faces)
         if (o.render or o.export or o.dense) and faces:
-            faces = [replace(f, vertices=v) for f, v in zip(faces, al.vertices(faces), strict=True)]
+            cap = o.max_dense_faces
+            faces = [replace(f, vertices=v) for f, v in
+                     zip(faces[:cap], al.vertices(faces[:cap]), strict=True)] + faces[cap:]
         result = replace(result, faces=faces, image=str(path))
         record = {"input": str(path), "stem": str(stem), **result.to_dict(include_vertices=o.dense)}
         base = Path(o.out) / stem
@@ -103,11 +109,11 @@ class ImageWorker:
         if o.render:
             from tddfa.render.registry import save_renders
 
-            save_renders(img, faces, al.morphable_model.tri, list(o.render), base.parent, base.name)
+            save_renders(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.render), base.parent, base.name)
         if o.export:
             from tddfa.export.formats import save_exports
 
-            save_exports(img, faces, al.morphable_model.tri, list(o.export), base.parent, base.name,
+            save_exports(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.export), base.parent, base.name,
                          frame=o.frame)
         return record
 

@@ -18,17 +18,66 @@ def _split_list(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def _iter_inputs(paths: list[str]) -> Iterator[tuple[Path, Path]]:
-    """Yield (file, output-relative stem path) for files and folders (searched recursively)."""
+def _iter_inputs(paths: list[str], *, exclude: str | Path | None = None) -> Iterator[tuple[Path, Path]]:
+    """Yield (file, output-relative stem path) for files and folders (searched recursively).
+
+    Output names never collide (compared case-insensitively, for case-insensitive file
+    systems): a file argument is named by its stem, a file found in a folder argument by its path
+    relative to that folder; when two inputs would share a name, both keep their extension
+    (``x.jpg``, ``x.png``); if they still collide, the argument's folder name is prepended
+    (``cam1/IMG_0001.jpg``), and as a last resort a number (``x.jpg~2``). The same file given
+    twice is processed once. Files inside ``exclude`` (the output folder) are never inputs.
+    """
     from tddfa.io.images import IMAGE_EXTENSIONS
 
+    skip = Path(exclude).resolve() if exclude is not None else None
+
+    def excluded(f: Path) -> bool:
+        if skip is None:
+            return False
+        r = f.resolve()
+        return r == skip or skip in r.parents
+
+    found: list[tuple[Path, Path, Path]] = []  # (file, path relative to its argument, its folder)
+    seen: set[Path] = set()
     for p in map(Path, paths):
+        if excluded(p):
+            log.warning("%s is inside the output folder: not taken as input", p)
+            continue
         if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS:
-                    yield f, f.relative_to(p).with_suffix("")
+            files = [(f, f.relative_to(p)) for f in sorted(p.rglob("*"))
+                     if f.suffix.lower() in IMAGE_EXTENSIONS and not excluded(f) and f.is_file()]
+            base = p
         else:
-            yield p, Path(p.stem)
+            files, base = [(p, Path(p.name))], p.parent
+        for f, rel in files:
+            key = f.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append((f, rel, base))
+
+    def clashing(names: list[Path]) -> set[str]:
+        count: dict[str, int] = {}
+        for n in names:
+            count[str(n).casefold()] = count.get(str(n).casefold(), 0) + 1
+        return {k for k, c in count.items() if c > 1}
+
+    stems = [rel.with_suffix("") for _, rel, _ in found]
+    clash = clashing(stems)
+    stems = [rel if str(s).casefold() in clash else s
+             for s, (_, rel, _) in zip(stems, found, strict=True)]
+    clash = clashing(stems)
+    stems = [Path(base.resolve().name or "root") / rel if str(s).casefold() in clash else s
+             for s, (_, rel, base) in zip(stems, found, strict=True)]
+    taken: set[str] = set()
+    for (f, _, _), s in zip(found, stems, strict=True):
+        n, candidate = 1, s
+        while str(candidate).casefold() in taken:
+            n += 1
+            candidate = s.with_name(f"{s.name}~{n}")
+        taken.add(str(candidate).casefold())
+        yield f, candidate
 
 
 # ---------------------------------------------------------------------------------------------
@@ -66,7 +115,25 @@ def add_parser(sub) -> None:
     from tddfa.cli.batch import add_batch_arguments
 
     add_batch_arguments(p)
+    p.add_argument("--max-pixels", type=_non_negative, default=None, metavar="N",
+                   help="refuse images above N pixels (width x height), checked from the file "
+                        "header before decoding (default 178956970; 0 = no limit)")
+    p.add_argument("--max-dense-faces", type=_non_negative, default=32, metavar="N",
+                   help="dense mesh, renders and exports for at most the N best faces per image "
+                        "(32); the others get landmarks and pose only")
     p.set_defaults(func=_run_align)
+
+
+def _non_negative(text: str) -> int:
+    import argparse
+
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {v}")
+    return v
 
 
 def _run_align(args) -> int:
@@ -74,7 +141,6 @@ def _run_align(args) -> int:
 
     from tddfa.io.atomic import atomic_write_text
     from tddfa.io.images import read_image, write_image
-    from tddfa.pipeline.aligner import FaceAligner
 
     if args.render:
         from tddfa.render.registry import RENDERERS
@@ -84,30 +150,50 @@ def _run_align(args) -> int:
         from tddfa.export.formats import WRITERS
 
         _check_kinds(args.export, WRITERS, "export format")
+    max_pixels = getattr(args, "max_pixels", None)
+    cap = getattr(args, "max_dense_faces", 32)
+    aligner = None  # built on the first readable image: a refused input costs no model loading
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        from tddfa.errors import InputError
+
+        raise InputError(f"-o {out}: exists and is not a folder")
     from tddfa.cli.batch import expand_lists, run_batch, wants_batch
 
-    out = Path(args.output)
-    items = list(_iter_inputs(expand_lists(args.inputs)))
+    items = list(_iter_inputs(expand_lists(args.inputs), exclude=out))
     if not items:
-        print("tddfa align: no image files found in the given paths", file=sys.stderr)
+        print("tddfa align: no image files found in the given paths (files inside the output "
+              f"folder {out} are not taken as inputs)", file=sys.stderr)
         return 1
     if wants_batch(args):
         return run_batch(args, items)
-    aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
-                          threads=args.threads, backend=args.backend, device=args.device)
     need_mesh = bool(args.render or args.export or args.dense)
     failed = 0
     bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")
     for path, stem in bar:
         try:
-            img = read_image(path)
+            img = read_image(path, max_pixels=max_pixels)
+        except TddfaError as exc:
+            failed += 1
+            tqdm.write(f"tddfa align: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        if aligner is None:  # a bad model or checkpoint stops the run (one-line error, exit 1)
+            from tddfa.pipeline.aligner import FaceAligner
+
+            aligner = FaceAligner(args.model, args.checkpoint, score_threshold=args.threshold,
+                                  threads=args.threads, max_pixels=max_pixels,
+                                  max_dense_faces=cap, backend=args.backend, device=args.device)
+        try:
             result = aligner.align(img)
             faces = result.faces
             if args.refine and faces:
                 faces = aligner.refine(img, faces)
+            if need_mesh and len(faces) > cap:
+                log.warning("%s: %d faces, dense outputs for the best %d only (--max-dense-faces)",
+                            path, len(faces), cap)
             if need_mesh and faces:
-                faces = [replace(f, vertices=v) for f, v in zip(faces, aligner.vertices(faces),
-                                                                 strict=True)]
+                faces = [replace(f, vertices=v) for f, v in
+                         zip(faces[:cap], aligner.vertices(faces[:cap]), strict=True)] + faces[cap:]
             result = replace(result, faces=faces, image=str(path))
             base = out / stem
             atomic_write_text(base.with_name(base.name + ".json"),
@@ -120,11 +206,12 @@ def _run_align(args) -> int:
             if args.render:
                 from tddfa.render.registry import save_renders
 
-                save_renders(img, faces, tri, args.render, base.parent, base.name)
+                save_renders(img, faces[:cap], tri, args.render, base.parent, base.name)
             if args.export:
                 from tddfa.export.formats import save_exports
 
-                save_exports(img, faces, tri, args.export, base.parent, base.name, frame=args.frame)
+                save_exports(img, faces[:cap], tri, args.export, base.parent, base.name,
+                             frame=args.frame)
             log.info("%s: %d face(s)", path, len(faces))
         except TddfaError as exc:
             failed += 1

@@ -46,7 +46,8 @@ def run_batch(args, items: list[tuple[Path, Path]]) -> int:
         threshold=args.threshold, refine=args.refine, dense=args.dense,
         render=tuple(args.render), export=tuple(args.export), frame=args.frame,
         overlay=not args.no_overlay, threads=args.threads, backend=args.backend,
-        device=args.device,
+        device=args.device, max_pixels=getattr(args, "max_pixels", None),
+        max_dense_faces=getattr(args, "max_dense_faces", 32),
     )
     if args.engine == "ray":
         from tddfa.batch.ray_engine import run_ray

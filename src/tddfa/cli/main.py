@@ -104,6 +104,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permission denied, ...: the environment, not a bug
+        print(f"tddfa {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug: one line by default, the traceback with -v
+        if args.verbose:
+            raise
+        print(f"tddfa {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(run with -v for the traceback and please report it)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -66,15 +66,22 @@ def run(args: argparse.Namespace) -> int:
         over.setdefault("train", {})["batch_size"] = args.batch_size
     for item in getattr(args, "set", None) or []:
         key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise InputError(f"--set expects KEY=VALUE (e.g. optim.lr=1e-4), got {item!r}")
         import yaml
 
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise InputError(f"--set {key}: cannot read the value {value!r} as YAML "
+                             f"({getattr(exc, 'problem', None) or type(exc).__name__})") from exc
         node = over
-        parts = key.split(".")
         for k in parts[:-1]:
             node = node.setdefault(k, {})
-        node[parts[-1]] = yaml.safe_load(value)
+            if not isinstance(node, dict):
+                raise InputError(f"--set {key}: {k} is not a mapping of keys")
+        node[parts[-1]] = parsed
     cfg = load_config(args.config, over)
     summary = train(cfg, resume=not args.no_resume)
     if summary.get("checkpoint"):

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tddfa.errors import InputError
-from tddfa.io.video import VideoWriter, open_camera, open_video
-from tddfa.video.overlay import OVERLAYS, draw_overlay
-from tddfa.video.records import JsonlWriter
-from tddfa.video.smoothing import SmoothingConfig
-from tddfa.video.tracker import VideoAligner
+
+# The tracker, renderers and video I/O are imported in run(): importing them costs about a second
+# of CPU (Numba, OpenCV), which every other command (and `tddfa --help`) would pay otherwise.
+# Keep in step with tddfa.video.overlay.OVERLAYS (checked by the tests).
+OVERLAY_CHOICES = ("sparse", "mesh", "dense", "pose", "none")
 
 if TYPE_CHECKING:
     pass
@@ -36,7 +37,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--camera", type=int, metavar="N", help="read the live camera N instead of a file")
     p.add_argument("-o", "--output", help="overlay video to write (.mp4, .avi, .mkv)")
     p.add_argument("--jsonl", help="per-frame JSON Lines to write")
-    p.add_argument("--overlay", choices=OVERLAYS, default="sparse", help="overlay drawn in -o (sparse)")
+    p.add_argument("--overlay", choices=OVERLAY_CHOICES, default="sparse",
+                   help="overlay drawn in -o (sparse)")
     p.add_argument("--model", default="mb05", help="regressor (mb05)")
     p.add_argument("--checkpoint", help="regressor checkpoint or .onnx to use instead")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detector threshold (0.5)")
@@ -66,21 +68,69 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (1)")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse videos whose frames exceed N pixels (width x height, from the "
+                        "container; default 178956970, 0 = no limit)")
     p.set_defaults(func=run)
     return p
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unusable output paths before any work: a folder, a path under a regular file, the
+    input itself, or -o and --jsonl naming the same file. Missing folders are created."""
+    from tddfa.io.atomic import prepare_output
+
+    outs = [Path(p) for p in (args.output, args.jsonl) if p]
+    for p in outs:
+        prepare_output(p)
+        if args.input is not None and p.resolve() == Path(args.input).resolve():
+            raise InputError(f"{p}: is the input video; choose another output name")
+    if len(outs) == 2 and outs[0].resolve() == outs[1].resolve():
+        raise InputError(f"-o and --jsonl both name {outs[0]}")
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit():
+    """While active, SIGTERM raises SystemExit(143) in the main thread, so partial outputs are
+    removed by the writers' abort() instead of being left behind."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        print("tddfa video: terminated (SIGTERM); partial outputs removed", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``tddfa video``; returns 0 on success. Bad inputs raise :class:`TddfaError` subclasses
     with a one-line message (``tddfa.cli.main`` prints it and exits with 1)."""
+    from tddfa.io.video import VideoWriter, open_camera, open_video
+    from tddfa.video.overlay import draw_overlay
+    from tddfa.video.records import JsonlWriter
+    from tddfa.video.smoothing import SmoothingConfig
+    from tddfa.video.tracker import VideoAligner
+
     if (args.input is None) == (args.camera is None):
         raise InputError("give either a video file or --camera N (exactly one)")
     live = args.camera is not None
     mode = args.smooth if args.smooth != "auto" else ("causal" if live else "centered")
     smoothing = SmoothingConfig(mode=mode, target=args.smooth_target, min_cutoff=args.min_cutoff,
                                 beta=args.beta, window=args.window, sigma=args.sigma)
-    src = open_camera(args.camera) if live else open_video(args.input, backend=args.backend)
-    with src:
+    _check_outputs(args)
+    src = (open_camera(args.camera) if live else
+           open_video(args.input, backend=args.backend, max_pixels=getattr(args, "max_pixels", None)))
+    with src, _sigterm_as_exit():
         va = VideoAligner(model=args.model, checkpoint=args.checkpoint,
                           score_threshold=args.score_threshold, redetect_every=args.redetect_every,
                           max_faces=args.max_faces, smoothing=smoothing, threads=args.threads,
@@ -88,13 +138,7 @@ def run(args: argparse.Namespace) -> int:
                           validate=not args.no_validate)
         if args.output is None and args.jsonl is None:
             log.warning("no -o/--output or --jsonl given: results are computed but not saved")
-        writer = None
-        if args.output:
-            mm = va.aligner.morphable_model
-            kind = args.overlay
-            writer = VideoWriter(args.output, src.fps, (src.width, src.height),
-                                 render=lambda im, faces: draw_overlay(kind, im, faces, mm.tri, mm))
-        jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
+        writer = jsonl = None
         ok = False
         n = 0
         ids: set[int] = set()
@@ -109,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
                 total = min(total or args.max_frames, args.max_frames)
             bar = tqdm(total=total, unit="frame", desc=Path(src.name).name, dynamic_ncols=True)
         try:
+            if args.output:
+                mm = va.aligner.morphable_model
+                kind = args.overlay
+                writer = VideoWriter(args.output, src.fps, (src.width, src.height),
+                                     render=lambda im, faces: draw_overlay(kind, im, faces, mm.tri, mm))
+            jsonl = JsonlWriter(args.jsonl) if args.jsonl else None
             for res in va.track(src, keep_images=writer is not None):
                 if writer is not None:
                     writer.write(res.image, res.faces)

@@ -137,7 +137,9 @@ class FaceBoxesDetector:
         scale = self.scale_for(h, w)
         small = image
         if scale != 1.0:
-            small = cv2.resize(image, (int(scale * w), int(scale * h)))
+            # a very thin image (e.g. 1 x 10000) would round a side to 0 pixels: keep at least 1
+            size = (max(1, int(scale * w)), max(1, int(scale * h)))
+            small = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         sh, sw = small.shape[:2]
         if sh < 1 or sw < 1:
             return np.zeros((0, 5), np.float32)

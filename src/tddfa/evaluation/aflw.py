@@ -57,9 +57,17 @@ def eval_aflw21(
     t0 = time.perf_counter()
     data_dir = Path(data_dir)
     g = _find_aflw_gt(data_dir, Path(gt_dir) if gt_dir is not None else None)
-    pts21 = np.load(g / "AFLW_GT_pts21.npy", allow_pickle=False).astype(np.float64).transpose(0, 2, 1)
-    rois = np.load(g / "AFLW_GT_crop_roi_box.npy", allow_pickle=False).astype(np.float32)
-    yaws = np.load(g / "AFLW_GT_crop_yaws.npy", allow_pickle=False).astype(np.float64)
+    from tddfa.assets.serialization import load_npy
+
+    pts21, rois, yaws = (load_npy(g / f) for f in ("AFLW_GT_pts21.npy", "AFLW_GT_crop_roi_box.npy",
+                                                   "AFLW_GT_crop_yaws.npy"))
+    if pts21.ndim != 3 or rois.ndim != 2 or rois.shape[1] < 4 or yaws.ndim < 1 or not all(
+            np.issubdtype(a.dtype, np.number) for a in (pts21, rois, yaws)):
+        raise InputError(f"{g}: unexpected ground-truth arrays: pts21 {pts21.shape}, rois "
+                         f"{rois.shape}, yaws {yaws.shape}")
+    pts21 = pts21.astype(np.float64).transpose(0, 2, 1)
+    rois = rois.astype(np.float32)
+    yaws = yaws.astype(np.float64)
     pts68_path = g / "AFLW_GT_pts68.npy"
     if norm == "auto":
         norm = "pts68" if pts68_path.is_file() else "pts21"
@@ -81,7 +89,10 @@ def eval_aflw21(
         names, pts21, rois, yaws = names[:limit], pts21[:limit], rois[:limit], yaws[:limit]
     visible = (pts21 != -1).all(axis=2)
     if norm == "pts68":
-        p68 = np.load(pts68_path, allow_pickle=False).astype(np.float64)[: len(names)]
+        p68 = load_npy(pts68_path)
+        if p68.ndim != 3 or not np.issubdtype(p68.dtype, np.number):
+            raise InputError(f"{pts68_path}: expected (N, 2|3, 68) numbers, got {p68.shape}")
+        p68 = p68.astype(np.float64)[: len(names)]
         n_len = normaliser(p68.transpose(0, 2, 1)[..., :2], "box")
     elif norm == "pts21":
         n_len = normaliser(pts21, "box", visible)

@@ -108,14 +108,18 @@ class AFLW2000Data:
 
     def pose_para(self) -> np.ndarray:
         """``(N, 7)`` float64 ``Pose_Para`` from the ``.mat`` files (pitch, yaw, roll radians, …)."""
-        import scipy.io
+        from tddfa.assets.serialization import load_mat
 
         out = np.empty((len(self.names), 7))
         for i, n in enumerate(self.names):
             path = self.root / "AFLW2000" / (Path(n).stem + ".mat")
             if not path.is_file():
                 raise InputError(f"pose ground truth not found: {path}")
-            out[i] = scipy.io.loadmat(str(path), variable_names=["Pose_Para"])["Pose_Para"].reshape(-1)[:7]
+            pose = np.asarray(load_mat(path, ["Pose_Para"]).get("Pose_Para", np.zeros(0)))
+            if pose.size < 7 or not np.issubdtype(pose.dtype, np.number):
+                raise InputError(f"{path}: expected a numeric Pose_Para of 7 values, got "
+                                 f"{pose.shape} {pose.dtype}")
+            out[i] = pose.reshape(-1)[:7]
         return out
 
 
@@ -135,9 +139,18 @@ def load_aflw2000(root: str | Path, gt: str = "original") -> AFLW2000Data:
     if missing:
         raise InputError(f"{root} is not an AFLW2000-3D benchmark folder: missing {missing}")
     names = _read_list(root / "AFLW2000-3D_crop.list")
-    rois = np.load(root / "AFLW2000-3D_crop.roi_box.npy", allow_pickle=False).astype(np.float32)
-    pts = np.load(root / files[gt], allow_pickle=False).astype(np.float64).transpose(0, 2, 1)
-    yaw = np.abs(np.load(root / "AFLW2000-3D.pose.npy", allow_pickle=False).astype(np.float64))
+    from tddfa.assets.serialization import load_npy
+
+    rois = load_npy(root / "AFLW2000-3D_crop.roi_box.npy")
+    pts = load_npy(root / files[gt])
+    yaw = load_npy(root / "AFLW2000-3D.pose.npy")
+    if rois.ndim != 2 or rois.shape[1] < 4 or pts.ndim != 3 or pts.shape[1] not in (2, 3) \
+            or yaw.ndim < 1 or not all(np.issubdtype(a.dtype, np.number) for a in (rois, pts, yaw)):
+        raise InputError(f"{root}: unexpected ground-truth arrays: rois {rois.shape} {rois.dtype}, "
+                         f"landmarks {pts.shape} {pts.dtype}, pose {yaw.shape} {yaw.dtype}")
+    rois = rois.astype(np.float32)
+    pts = pts.astype(np.float64).transpose(0, 2, 1)
+    yaw = np.abs(yaw.astype(np.float64))
     n = len(names)
     if not (len(rois) == len(pts) == len(yaw) == n):
         raise InputError(f"{root}: inconsistent lengths: list {n}, rois {len(rois)}, "

@@ -57,9 +57,14 @@ def eval_300w(
 
     t0 = time.perf_counter()
     folder, npz = _resolve_300w(Path(data_dir), split)
-    with np.load(npz, allow_pickle=False) as z:
-        names = [str(s) for s in z["names"]]
-        gt = z["landmarks"].astype(np.float64)
+    from tddfa.assets.serialization import load_npz
+
+    z = load_npz(npz)
+    if "names" not in z or "landmarks" not in z or not np.issubdtype(z["landmarks"].dtype, np.number):
+        raise InputError(f"{npz}: expected arrays names (N,) and landmarks (N, 68, 2), "
+                         f"found {sorted(z)}")
+    names = [str(s) for s in z["names"]]
+    gt = z["landmarks"].astype(np.float64)
     if gt.ndim != 3 or gt.shape[1:] != (68, 2) or len(gt) != len(names):
         raise InputError(f"{npz}: expected names (N,) and landmarks (N, 68, 2), got {gt.shape}")
     import cv2

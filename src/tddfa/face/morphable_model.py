@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -88,6 +89,8 @@ class MorphableModel:
 
     def _require_dense(self) -> None:
         if self.w is None:
+            if "unusable" in self.notes:  # a dense file exists but is corrupt: say so
+                raise AssetError(f"dense reconstruction needs a dense model: {self.notes}")
             raise AssetError(
                 "dense reconstruction needs a dense model (bfm_noneck or bfm_noneck_approx); "
                 "only the 68-landmark bases were found — see `tddfa assets`"
@@ -188,8 +191,12 @@ def _load_dense(name: str) -> dict[str, np.ndarray]:
         d = dict(d)
         d["tri"] = np.asarray(tri)
     else:
-        with np.load(path, allow_pickle=False) as z:
-            d = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise AssetError(f"{path}: corrupt dense model file ({type(exc).__name__}: {exc}); "
+                             "delete it and fetch it again") from exc
     missing = {"u", "w_shp", "w_exp", "keypoints", "tri"} - set(d)
     if missing:
         raise AssetError(f"{path}: dense model lacks {sorted(missing)}")
@@ -262,15 +269,21 @@ def load_morphable_model(prefer: str = "auto") -> MorphableModel:
     if prefer not in order:
         raise InputError(f"prefer must be one of {list(order)}, got {prefer!r}")
     errors = []
+    problems = []  # dense files that exist but cannot be used
     for name in order[prefer]:
         if name is None:
             u_lm, w_lm = _sparse_from_txt()
-            return MorphableModel(u_lm=u_lm, w_lm=w_lm, source="sparse",
-                                  notes="68-landmark bases only; no dense mesh")
+            notes = "68-landmark bases only; no dense mesh"
+            if problems:
+                notes += " (" + "; ".join(problems) + ")"
+            return MorphableModel(u_lm=u_lm, w_lm=w_lm, source="sparse", notes=notes)
         try:
             u, w, kp, tri = _dense_arrays(name)
         except AssetError as exc:
             errors.append(str(exc))
+            if assets.find(name) is not None:
+                problems.append(f"{name} is present but unusable: {exc}")
+                log.warning("dense model %s is present but unusable: %s", name, exc)
             if prefer != "auto":
                 raise
             continue

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -110,10 +109,14 @@ def _ffmpeg_options(options: str):
 
 
 def _check_file(path: Path) -> None:
+    import stat
+
     if not path.exists():
         raise InputError(f"{path}: no such video file")
     if path.is_dir():
         raise InputError(f"{path}: is a directory, expected a video file")
+    if not stat.S_ISREG(path.stat().st_mode):
+        raise InputError(f"{path}: not a regular file (a FIFO or device), expected a video file")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: empty file (0 bytes), expected a video")
 
@@ -197,11 +200,16 @@ class PyAVFileSource(VideoSource):
             raise InputError(f"{self.path}: no video stream (found "
                              f"{len(self._container.streams)} other streams)")
         self._stream = self._container.streams.video[0]
+        ctx = self._stream.codec_context  # None when FFmpeg knows no decoder for the stream
+        w, h = (ctx.width, ctx.height) if ctx is not None else (0, 0)
+        if not w or not h:
+            self._container.close()
+            raise InputError(f"{self.path}: the video stream has no decoder or no frame size "
+                             "(corrupt header or unsupported codec)")
+        self.width, self.height = int(w), int(h)
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 25.0
-        self.width = int(self._stream.codec_context.width)
-        self.height = int(self._stream.codec_context.height)
         self.frame_count = int(self._stream.frames) or None
 
     def frames(self) -> Iterator[Frame]:
@@ -302,16 +310,31 @@ class ArraySource(VideoSource):
             yield Frame(i, i * 1000.0 / self.fps, img)
 
 
-def open_video(path: str | os.PathLike, backend: str = "auto") -> VideoSource:
+def open_video(path: str | os.PathLike, backend: str = "auto", *,
+               max_pixels: int | None = None) -> VideoSource:
     """Open a video file: OpenCV first, PyAV when OpenCV cannot (``backend="auto"``).
 
     Args:
         path: any file FFmpeg reads (mp4, avi, mkv, mov, webm, ...).
         backend: ``"auto"``, ``"opencv"`` or ``"pyav"``.
+        max_pixels: refuse frames larger than this (width × height from the container, before
+            any frame is decoded; default :data:`tddfa.io.images.MAX_PIXELS`, 0 = no limit).
 
     Raises:
-        InputError: missing, empty, or undecodable file (message names the reason).
+        InputError: missing, empty, not a regular file, undecodable, or frames too large.
     """
+    src = _open_video(path, backend)
+    from tddfa.io.images import check_pixels
+
+    try:
+        check_pixels(src.width, src.height, max_pixels, src.name)
+    except InputError:
+        src.close()
+        raise
+    return src
+
+
+def _open_video(path: str | os.PathLike, backend: str) -> VideoSource:
     if backend not in ("auto", "opencv", "pyav"):
         raise InputError(f"backend must be 'auto', 'opencv' or 'pyav', got {backend!r}")
     p = Path(path)
@@ -392,8 +415,9 @@ class Prefetch:
 def temp_beside(path: Path) -> Path:
     """A fresh temporary file next to ``path`` (same extension, so codecs pick the container),
     with the permissions a plainly created file would get (mkstemp makes it owner-only)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
+    from tddfa.io.atomic import temp_file
+
+    fd, tmp = temp_file(path, f".tmp{path.suffix}")
     os.close(fd)
     umask = os.umask(0o022)
     os.umask(umask)

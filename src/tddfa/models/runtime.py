@@ -65,18 +65,49 @@ def cached_onnx(source: Path, tag: str, build: Callable[[], bytes]) -> Path:
     candidates = [assets.cache_dir() / "onnx", Path(tempfile.gettempdir()) / "tddfa-onnx"]
     for folder in candidates:
         if (folder / key).is_file():
-            return folder / key
+            if _intact(folder / key):
+                return folder / key
+            log.warning("cached graph %s is corrupt: rebuilding it", folder / key)
+            for f in (folder / key, _sidecar(folder / key)):
+                f.unlink(missing_ok=True)
     data = build()
     for folder in candidates:
         if _writable(folder):
             target = folder / key
-            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".onnx-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, target)
+            _replace_bytes(target, data)
+            _replace_bytes(_sidecar(target), hashlib.sha256(data).hexdigest().encode())
             log.info("converted %s to %s", source.name, target)
             return target
     raise ModelError(f"no writable folder to cache the converted model among {candidates}")
+
+
+def _sidecar(graph: Path) -> Path:
+    return graph.with_name(graph.name + ".sha256")
+
+
+def _intact(graph: Path) -> bool:
+    """A cached graph is used only when it matches the SHA-256 recorded when it was written (a
+    truncated or damaged file, or one without its record, is rebuilt)."""
+    try:
+        want = _sidecar(graph).read_text().strip()
+        h = hashlib.sha256()
+        with open(graph, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return False
+    return h.hexdigest() == want
+
+
+def _replace_bytes(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".onnx-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def select_providers(device: str = "cpu", available: list[str] | None = None) -> list[str]:

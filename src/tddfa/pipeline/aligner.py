@@ -43,6 +43,11 @@ class FaceAligner:
         detector_weights: optional FaceBoxes checkpoint path.
         backend: ``onnxruntime`` (default), ``openvino`` or ``auto`` (the faster measured
             backend per network); device: ``cpu`` or ``cuda`` (ONNX Runtime's CUDA provider).
+        max_pixels: images larger than this (width × height) raise :class:`InputError`; files
+            are checked from their header before decoding (default
+            :data:`tddfa.io.images.MAX_PIXELS` ≈ 179 MP; 0 = no limit).
+        max_dense_faces: ``align(..., dense=True)`` reconstructs the dense mesh of at most this
+            many faces (the best scoring; the others keep ``vertices=None``, with a warning).
     """
 
     def __init__(
@@ -55,7 +60,11 @@ class FaceAligner:
         detector_weights: str | Path | None = None,
         backend: str = "onnxruntime",
         device: str = "cpu",
+        max_pixels: int | None = None,
+        max_dense_faces: int = 32,
     ):
+        self.max_pixels = max_pixels
+        self.max_dense_faces = int(max_dense_faces)
         self.model_name = model
         self.backend, self.device = backend, device
         self.regressor = Regressor(model, checkpoint, threads=threads, backend=backend, device=device)
@@ -100,7 +109,7 @@ class FaceAligner:
     # -- stages ------------------------------------------------------------------------------
     def detect(self, image: ImageLike, *, rgb: bool = False) -> np.ndarray:
         """Face boxes ``(K, 5)`` float32 (x1, y1, x2, y2, score), image pixels, best first."""
-        return self.detector(load_image(image, rgb=rgb))
+        return self.detector(load_image(image, rgb=rgb, max_pixels=self.max_pixels))
 
     def align(
         self,
@@ -115,18 +124,28 @@ class FaceAligner:
         Args:
             image: path, or array (BGR by default; ``rgb=True`` for RGB; gray/RGBA/16-bit accepted).
             boxes: optional ``(K, 4|5)`` user boxes (x1, y1, x2, y2[, score]) — skips detection.
-            dense: also reconstruct the 38,365-vertex mesh of each face.
+                Non-numeric, non-finite, inverted or absurdly large (beyond ±2**20 px) boxes raise
+                :class:`InputError`; a box entirely outside the image yields no face and a
+                logged warning.
+            dense: also reconstruct the 38,365-vertex mesh of each face (at most
+                ``max_dense_faces`` of them).
 
         Returns:
             :class:`ImageResult`; ``faces`` is empty when no face is found.
         """
-        img = load_image(image, rgb=rgb)
+        img = load_image(image, rgb=rgb, max_pixels=self.max_pixels)
         if boxes is None:
             dets = self.detector(img)
         else:
-            dets = _as_boxes(boxes)
+            dets = _inside(_as_boxes(boxes), img.shape[1], img.shape[0])
         rois = np.array([roi_from_box(b) for b in dets]).reshape(-1, 4)
-        faces = self.align_rois(img, rois, dense=dense, boxes=dets)
+        cap = max(self.max_dense_faces, 0)
+        faces = self.align_rois(img, rois[:cap], dense=dense, boxes=dets[:cap])
+        if len(rois) > cap:
+            if dense:
+                log.warning("%d faces: only the first max_dense_faces=%d get a dense mesh",
+                            len(rois), cap)
+            faces += self.align_rois(img, rois[cap:], dense=False, boxes=dets[cap:])
         name = str(image) if isinstance(image, (str, os.PathLike)) else None
         return ImageResult(faces, img.shape[1], img.shape[0], self.describe(), name)
 
@@ -219,8 +238,25 @@ def faces_from_params(
     ]
 
 
+_MAX_COORD = float(1 << 20)
+
+
+def _inside(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Drop (with a warning) boxes that do not overlap the ``width × height`` image."""
+    keep = (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < width) & (boxes[:, 1] < height)
+    if not keep.all():
+        log.warning("%d box(es) entirely outside the %dx%d image ignored: %s", int((~keep).sum()),
+                    width, height, np.round(boxes[~keep, :4], 1).tolist()[:5])
+    return boxes[keep]
+
+
 def _as_boxes(boxes) -> np.ndarray:
-    b = np.asarray(boxes, dtype=np.float32)
+    if isinstance(boxes, (str, bytes)):
+        raise InputError(f"boxes must be numbers (K, 4) or (K, 5), got a string {boxes[:40]!r}")
+    try:
+        b = np.asarray(boxes, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"boxes must be numbers (K, 4) or (K, 5) x1, y1, x2, y2[, score] ({exc})") from exc
     if b.size == 0:
         return np.zeros((0, 5), np.float32)
     if b.ndim == 1:
@@ -231,7 +267,9 @@ def _as_boxes(boxes) -> np.ndarray:
         b = np.hstack([b, np.ones((len(b), 1), np.float32)])
     if not np.all(np.isfinite(b)) or np.any(b[:, 2] <= b[:, 0]) or np.any(b[:, 3] <= b[:, 1]):
         raise InputError("boxes must be finite with x2 > x1 and y2 > y1")
-    return b
+    if np.abs(b[:, :4]).max() > _MAX_COORD:
+        raise InputError(f"box coordinates beyond ±{_MAX_COORD:.0f} px: {b[:, :4].tolist()[:3]}")
+    return b.astype(np.float32)
 
 
 def _with_track(face: Face, track_id: int) -> Face:

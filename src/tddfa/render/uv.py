@@ -25,12 +25,14 @@ log = logging.getLogger(__name__)
 def uv_coordinates() -> np.ndarray:
     """UV coordinates ``(38365, 2)`` float32 in [0, 1] (u right, v up) of the noneck mesh:
     the rows of ``BFM_UV.mat`` selected by ``indices.npy``."""
-    import scipy.io
-
     from tddfa.assets import registry as assets
+    from tddfa.assets.serialization import load_mat, load_npy
 
-    uv = scipy.io.loadmat(assets.resolve("bfm_uv"))["UV"]
-    idx = np.load(assets.resolve("indices"), allow_pickle=False).astype(np.int64)
+    mat = load_mat(assets.resolve("bfm_uv"), ["UV"])
+    if "UV" not in mat:
+        raise InputError(f"{assets.resolve('bfm_uv')}: no 'UV' variable")
+    uv = np.asarray(mat["UV"])
+    idx = load_npy(assets.resolve("indices")).astype(np.int64)
     if uv.ndim != 2 or uv.shape[1] != 2 or idx.max() >= len(uv):
         raise InputError(f"BFM_UV.mat UV must be (53215, 2) covering indices, got {uv.shape}")
     out = np.ascontiguousarray(uv[idx], dtype=np.float32)

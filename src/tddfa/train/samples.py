@@ -86,17 +86,29 @@ def load_manifest(path: str | Path) -> SampleSet:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"manifest not found: {path}")
-    with np.load(path, allow_pickle=False) as z:
-        missing = {"names", "images", "params"} - set(z.files)
-        if missing:
-            raise InputError(f"{path}: manifest lacks {sorted(missing)}; has {sorted(z.files)}")
+    from tddfa.assets.serialization import load_npz
+
+    z = load_npz(path)
+    missing = {"names", "images", "params"} - set(z)
+    if missing:
+        raise InputError(f"{path}: manifest lacks {sorted(missing)}; has {sorted(z)}")
+    try:
         params = np.asarray(z["params"], np.float32)
         if params.ndim != 2 or params.shape[1] != 62:
             raise InputError(f"{path}: params must be (N, 62), got {params.shape}")
-        images = np.array([str((path.parent / p).resolve()) for p in z["images"]])
-        rois = np.asarray(z["roi_boxes"], np.float32) if "roi_boxes" in z.files else None
-        lm = np.asarray(z["landmarks"], np.float32) if "landmarks" in z.files else None
-        names = np.asarray(z["names"]).astype(str)
+        images = np.array([str((path.parent / str(p)).resolve()) for p in np.ravel(z["images"])])
+        rois = np.asarray(z["roi_boxes"], np.float32) if "roi_boxes" in z else None
+        lm = np.asarray(z["landmarks"], np.float32) if "landmarks" in z else None
+        names = np.ravel(np.asarray(z["names"]).astype(str))
+    except (ValueError, TypeError, OSError) as exc:
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from exc
+    if not (len(names) == len(images) == len(params)) or (
+            rois is not None and rois.shape != (len(names), 4)):
+        raise InputError(f"{path}: inconsistent manifest: {len(names)} names, {len(images)} "
+                         f"images, params {params.shape}, roi_boxes "
+                         f"{None if rois is None else rois.shape}")
     if rois is None:
         rois = np.tile(np.array([0, 0, INPUT_SIZE, INPUT_SIZE], np.float32), (len(names), 1))
     return SampleSet(names, images, rois, params, lm)
@@ -185,8 +197,7 @@ def read_300wlp(root: str | Path, limit: int | None = None) -> SampleSet:
     fields are absent. Unreadable ``.mat`` files, missing images and missing fields are skipped
     with a warning and counted in ``SampleSet.skipped``.
     """
-    from scipy.io import loadmat
-
+    from tddfa.assets.serialization import load_mat as loadmat
     from tddfa.face.fitting import fit_landmarks
 
     root = Path(root)
