@@ -109,12 +109,13 @@ class ImageWorker:
         if o.render:
             from tddfa.render.registry import save_renders
 
-            save_renders(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.render), base.parent, base.name)
+            save_renders(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.render),
+                         base.parent, base.name)
         if o.export:
             from tddfa.export.formats import save_exports
 
-            save_exports(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.export), base.parent, base.name,
-                         frame=o.frame)
+            save_exports(img, faces[:o.max_dense_faces], al.morphable_model.tri, list(o.export),
+                         base.parent, base.name, frame=o.frame)
         return record
 
     def try_process(self, path: str, stem: str, image: np.ndarray | BaseException | None = None
