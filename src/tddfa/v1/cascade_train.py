@@ -55,8 +55,8 @@ CASCADE_DEFAULTS: dict[str, Any] = {
 
 
 #: Scale of one network output unit for a scaled-quaternion component (‖q‖ ≈ 0.019 for a face
-#: filling the crop, so 0.01 is about half of it).
-QUAT_STEP = 0.01
+#: filling the crop, so 0.01 is about half of it); shared with the inference side.
+from tddfa.v1.cascade import QUAT_STEP  # noqa: E402
 
 
 def cascade_config(cfg: dict) -> dict:

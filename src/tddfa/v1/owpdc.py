@@ -12,8 +12,9 @@ plus a penalty on the size of the correction. With ``V`` linearised at ``g`` (Ja
 
     f(w) = (1/N) ‖J D (w − 1)‖² + λ ‖D w‖²,   D = diag(d),   0 ≤ w ≤ 1,
 
-solved per sample by :func:`solve_weights` (accelerated projected gradient; checked against brute
-force in the tests). The loss is then ``Σ_i w_i (p_i − g_i)²`` with ``w`` fixed (detached).
+solved per sample by :func:`solve_weights` (accelerated projected gradient, then an active-set
+polish that solves the free coordinates exactly; checked against brute force in the tests).
+The loss is then ``Σ_i w_i (p_i − g_i)²`` with ``w`` fixed (detached).
 A parameter alone gets ``w_i = s_i² / (s_i² + λ)`` (``s_i`` its RMS vertex motion per unit), so
 ``λ`` (crop px², default 1) sets which parameters count as negligible; coupled parameters share
 the correction as the least-squares fit prefers.
@@ -69,6 +70,36 @@ def solve_weights(JD: torch.Tensor, d: torch.Tensor, lam: float = 1.0,
         t_new = (1.0 + (1.0 + 4.0 * t * t) ** 0.5) / 2.0
         y = w_new + ((t - 1.0) / t_new) * (w_new - w)
         w, t = w_new, t_new
+    return _polish(H, b, w)
+
+
+def _objective_t(H, b, w):
+    return (w[:, None, :] @ H @ w[:, :, None])[:, 0, 0] - 2.0 * (b * w).sum(1)
+
+
+def _polish(H, b, w, rounds: int = 5, tol: float = 1e-9):
+    """Active-set refinement: solve exactly for the coordinates strictly inside the box (the
+    others fixed at their bound where the gradient pushes outwards), keep it when it stays
+    feasible-after-clipping and lowers the objective."""
+    n = w.shape[1]
+    eye = torch.eye(n, dtype=w.dtype)
+    for _ in range(rounds):
+        grad = 2.0 * ((H @ w[:, :, None])[:, :, 0] - b)
+        at_lo = (w <= tol) & (grad >= 0)
+        at_hi = (w >= 1 - tol) & (grad <= 0)
+        free = ~(at_lo | at_hi)
+        fixed_w = torch.where(at_hi, torch.ones_like(w), torch.zeros_like(w))
+        fm = free.to(w.dtype)
+        A = H * fm[:, :, None] * fm[:, None, :] + eye * (1 - fm)[:, :, None]
+        rhs = torch.where(free, b - (H @ (fixed_w * (1 - fm))[:, :, None])[:, :, 0], fixed_w)
+        try:
+            cand = torch.linalg.solve(A, rhs[:, :, None])[:, :, 0].clamp(0.0, 1.0)
+        except RuntimeError:  # singular free block: keep the iterate
+            break
+        better = _objective_t(H, b, cand) < _objective_t(H, b, w)
+        if not bool(better.any()):
+            break
+        w = torch.where(better[:, None], cand, w)
     return w
 
 
