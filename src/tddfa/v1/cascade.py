@@ -54,14 +54,16 @@ def write_manifest(folder: str | Path, summary: dict) -> Path:
     """Write ``cascade.json`` for the stage graphs in ``folder`` (with their SHA-256)."""
     folder = Path(folder)
     stages = []
-    for k in range(1, int(summary["stages"]) + 1):
+    n = summary["stages"]
+    n = len(n) if isinstance(n, list) else int(n)  # a training summary or a manifest
+    for k in range(1, n + 1):
         f = folder / f"stage{k}.onnx"
         if not f.is_file():
             raise InputError(f"{f} is missing")
         stages.append({"file": f.name, "sha256": _sha256(f), "bytes": f.stat().st_size})
     man = {k: summary[k] for k in ("start", "kernel", "pose") if k in summary}
     man["stages"] = stages
-    man["validation"] = summary.get("table")
+    man["validation"] = summary.get("table", summary.get("validation"))
     out = folder / "cascade.json"
     out.write_text(json.dumps(man, indent=1))
     return out

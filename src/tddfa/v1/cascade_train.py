@@ -95,7 +95,7 @@ def _crops(ss, path: Path) -> np.ndarray:
     if path.is_file():
         arr = np.load(path, mmap_mode="r")
         if len(arr) == len(ss):
-            return np.asarray(arr)
+            return np.array(arr)
     out = np.zeros((len(ss), 120, 120, 3), np.uint8)
     bad = 0
     for i, (img, roi) in enumerate(zip(ss.images, ss.roi_boxes, strict=True)):
@@ -329,9 +329,9 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
         if bar is not None:
             bar.update(1)
         if stage.step % int(tc["log_every"]) == 0 or stage.step == steps:
-            log_rows.append({"step": stage.step, "loss": float(loss), **parts, "lr": lr,
+            log_rows.append({"step": stage.step, "loss": float(loss.detach()), **parts, "lr": lr,
                              "seconds": time.perf_counter() - t0})
-            log.info("stage %d step %d loss %.4g", stage.k, stage.step, float(loss))
+            log.info("stage %d step %d loss %.4g", stage.k, stage.step, float(loss.detach()))
             with open(sdir / "log.jsonl", "a") as f:
                 f.write(json.dumps(log_rows[-1]) + "\n")
         if stage.step % int(tc["ckpt_every"]) == 0 or stage.step == steps:

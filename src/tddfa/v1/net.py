@@ -84,6 +84,7 @@ class CascadeStageNet(nn.Module):
     def __init__(self, std, kernel: int = 3, n_out: int = 62) -> None:
         super().__init__()
         self.kernel = kernel
+        self.scale_output = n_out == 62
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).reshape(1, -1))
         self.image = nn.Sequential(_block(6, 8), _block(8, 16), _block(16, 32), _block(32, 64))
         self.pac = _block(3, 8, k=kernel, stride=kernel, pad=0)  # pose-adaptive convolution
@@ -102,6 +103,4 @@ class CascadeStageNet(nn.Module):
         y = (paf.permute(0, 3, 1, 2).float() - 127.5) / 128.0
         b = self.paf(self.pac(y)).mean(dim=(2, 3))
         d = self.out(self.fuse(torch.cat([a, b], dim=1)))
-        if d.shape[1] == self.std.shape[1]:
-            d = d * self.std
-        return d
+        return d * self.std if self.scale_output else d
