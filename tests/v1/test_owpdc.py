@@ -23,8 +23,11 @@ def test_solver_matches_brute_force(n):
         w = solve_weights(torch.tensor(JD), torch.tensor(d), lam, iters=500)[0].numpy()
         assert np.all((w >= 0) & (w <= 1))
         f = owpdc_objective(w, JD[0], d[0], lam)
-        brute = min(owpdc_objective(np.array(c), JD[0], d[0], lam)
-                    for c in itertools.product(grid, repeat=n))
+        W = np.array(list(itertools.product(grid, repeat=n)))  # every grid point, vectorised
+        R = (W - 1.0) @ JD[0].T
+        brute = float(np.min((R * R).sum(1) / 4.0 + lam * ((W * d[0]) ** 2).sum(1)))
+        assert owpdc_objective(W[7], JD[0], d[0], lam) == pytest.approx(
+            (R[7] @ R[7]) / 4.0 + lam * np.sum((W[7] * d[0]) ** 2))
         assert f <= brute + 1e-9  # never worse than the best grid point
         # and a local check: no coordinate move improves it
         for i in range(n):

@@ -109,3 +109,17 @@ def test_truncated_checkpoint_is_an_asset_error(tmp_path, monkeypatch):
     monkeypatch.setenv("TDDFA_CACHE", str(tmp_path / "cache"))
     with pytest.raises(AssetError):
         Regressor("v1-wpdc-vdc", checkpoint=ckpt)
+
+
+def test_model_card_lists_v1_published_figures_and_cascade_stages():
+    from tddfa.evaluation.model_card import render_model_card
+
+    fake = {"_file": "cascade.json", "protocol": "crop", "n": 1,
+            "nme": {"0-30": 1.1, "30-60": 2.1, "60-90": 3.1, "mean": 2.1, "all": 1.6},
+            "stages": [{"stage": 0, "buckets": [1.0, 2.0, 3.0], "mean": 2.0, "all": 1.5},
+                       {"stage": 1, "buckets": [1.1, 2.1, 3.1], "mean": 2.1, "all": 1.6}]}
+    text = render_model_card([fake])
+    for v in ("5.644", "5.030", "4.759", "4.252"):
+        assert f"{v} (published, not measured here)" in text
+    assert "| 1 | 1.100 | 2.100 | 3.100 | **2.100** | 1.600 |" in text
+    assert "v1-wpdc-vdc" in text
