@@ -149,3 +149,20 @@ def test_face_aligner_and_eval_with_cascade(tiny_cascade, shared):
     assert [s["stage"] for s in st] == [0, 1, 2]
     assert all(len(s["buckets"]) == 3 and np.isfinite(s["mean"]) for s in st)
     assert st[-1]["all"] == pytest.approx(ev.summary["nme"]["all"])
+
+
+def test_cascade_inference_does_not_import_torch(tiny_cascade, shared):
+    import subprocess
+    import sys
+
+    from tddfa.v1.cascade import write_manifest
+
+    write_manifest(tiny_cascade, json.loads((tiny_cascade / "cascade.json").read_text()))
+    code = (
+        "import sys, numpy as np; from tddfa.pipeline.aligner import FaceAligner; "
+        f"al = FaceAligner(model='cascade', checkpoint={str(tiny_cascade)!r}); "
+        f"r = al.align({str(shared / 'samples/emma.jpg')!r}); "
+        "print(len(r.faces) > 0, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True False", out.stderr
