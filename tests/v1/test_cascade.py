@@ -166,3 +166,27 @@ def test_cascade_inference_does_not_import_torch(tiny_cascade, shared):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True False", out.stderr
+
+
+def test_v1_start_mean_face_and_config_checks(tiny_cascade, shared, tmp_path):
+    import shutil
+
+    from tddfa.errors import InputError
+    from tddfa.models.regressor import load_param_stats
+    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade_train import cascade_config
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
+    man = json.loads(write_manifest(folder, json.loads((folder / "cascade.json").read_text())).read_text())
+    man["start"] = "mean"  # V1's own start: the mean face in the box
+    (folder / "cascade.json").write_text(json.dumps(man))
+    reg = CascadeRegressor(folder)
+    crops = _crops(shared, 2)
+    stages, _ = reg.predict_stages(crops)
+    mean, _ = load_param_stats()
+    np.testing.assert_allclose(stages[0], np.tile(mean, (2, 1)))
+    assert np.isfinite(stages[-1]).all()
+    for bad in ({"cascade": {"start": "zero"}}, {"cascade": {"pose": "euler"}}, {"loss": {"main": "x"}}):
+        with pytest.raises(InputError):
+            cascade_config(bad)
