@@ -89,9 +89,40 @@ def test_params_round_trip_and_torch_forward_matches(shared):
     np.testing.assert_allclose(back, p, rtol=1e-5, atol=1e-9)
     # the unit-quaternion loss is zero at the target and invariant to the quaternion's sign
     pt = torch.from_numpy(p.astype(np.float64))
-    assert float(unit_quaternion_loss(pt, pt)) < 1e-10
-    flipped = qp.copy()
-    flipped[:, :4] *= -1  # -q gives the same sR
-    assert float(unit_quaternion_loss(params_from_quaternion_torch(torch.from_numpy(flipped)), pt)) < 1e-10
-    other = torch.from_numpy(np.roll(p, 1, axis=0).astype(np.float64))
-    assert float(unit_quaternion_loss(other, pt)) > 1e-3
+    q = torch.from_numpy(qp[:, :4])
+    assert float(unit_quaternion_loss(q, pt)) < 1e-10
+    assert float(unit_quaternion_loss(-3.0 * q, pt)) < 1e-10  # sign and scale do not matter
+    assert float(unit_quaternion_loss(torch.roll(q, 1, 0), pt)) > 1e-3
+
+
+def test_quaternion_training_option_one_step(shared):
+    torch = pytest.importorskip("torch")
+    from tddfa.models.regressor import load_param_stats
+    from tddfa.v1.cascade_train import _apply, _apply_q
+    from tddfa.v1.net import CascadeStageNet
+    from tddfa.v1.quaternion import unit_quaternion_loss
+
+    mean, std = load_param_stats()
+    net = CascadeStageNet(std, 3, n_out=57)
+    torch.nn.init.normal_(net.out.weight, std=0.01)
+    crops = torch.randint(0, 255, (2, 120, 120, 3), dtype=torch.uint8)
+    paf = torch.randint(0, 255, (2, 192, 192, 3), dtype=torch.uint8)
+    p0 = np.tile(mean, (2, 1)).astype(np.float64)
+    R = angles_to_rotation(0.3, -0.2, 0.1) * 4e-4  # a proper scaled rotation (the mean is not one)
+    p0[:, :12] = np.concatenate([np.tile(R, (2, 1, 1)), p0[:, :12].reshape(-1, 3, 4)[:, :, 3:]],
+                                2).reshape(-1, 12)
+    start = torch.from_numpy(p0)
+    d = net(crops, crops, paf).double()
+    assert d.shape == (2, 57)
+    new, q_new = _apply_q(d, start, True, torch.from_numpy(std.reshape(1, -1).astype(np.float64)))
+    assert new.shape == (2, 62) and q_new.shape == (2, 4)
+    target = start.clone()
+    target[:, 3] += 1.0
+    loss = ((new - target) ** 2).mean() + unit_quaternion_loss(q_new, target)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    assert float(net.out.weight.grad.abs().sum()) > 0
+    # a zero update returns the start estimate (quaternion round trip)
+    same = _apply(torch.zeros(2, 57, dtype=torch.float64), start, True,
+                  torch.from_numpy(std.reshape(1, -1).astype(np.float64)))
+    np.testing.assert_allclose(same.numpy(), start.numpy(), rtol=1e-5, atol=1e-9)

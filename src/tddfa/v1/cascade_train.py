@@ -157,13 +157,19 @@ class _Stage:
 
 def _apply(net_out: torch.Tensor, start: torch.Tensor, quat: bool, std: torch.Tensor) -> torch.Tensor:
     """The updated de-normalised estimate from the stage output."""
+    return _apply_q(net_out, start, quat, std)[0]
+
+
+def _apply_q(net_out: torch.Tensor, start: torch.Tensor, quat: bool, std: torch.Tensor):
+    """``(new params (B, 62), new scaled quaternion (B, 4) or None)``."""
     if not quat:
-        return start + net_out
+        return start + net_out, None
     from tddfa.v1.quaternion import params_from_quaternion_torch, quaternion_params_torch
 
     q = quaternion_params_torch(start)  # (B, 57) de-normalised
     scale = torch.cat([torch.full_like(std[:, :4], QUAT_STEP), std[:, 3:12:4], std[:, 12:]], dim=1)
-    return params_from_quaternion_torch(q + net_out * scale)
+    qp = q + net_out * scale
+    return params_from_quaternion_torch(qp), qp[:, :4]
 
 
 def _run_stage(net, crops, est, kernel, quat, std_t, batch=64) -> np.ndarray:
@@ -299,7 +305,7 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
         pn, pa = _features(crops[idx], p_in, kernel)
         d = stage.net(torch.from_numpy(crops[idx]), torch.from_numpy(pn), torch.from_numpy(pa))
         start = torch.from_numpy(p_in)
-        new = _apply(d, start, quat, std_t)
+        new, q_new = _apply_q(d, start, quat, std_t)
         pred = (new - mean_t) / std_t
         target = (torch.from_numpy(gt[idx]) - mean_t) / std_t
         if cfg["loss"]["main"] == "owpdc":
@@ -314,7 +320,7 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
         if quat:
             from tddfa.v1.quaternion import unit_quaternion_loss
 
-            ql = unit_quaternion_loss(new, torch.from_numpy(gt[idx]))
+            ql = unit_quaternion_loss(q_new, torch.from_numpy(gt[idx]))
             parts["quat"] = float(ql)
             loss = loss + float(cfg["loss"]["quat_weight"]) * ql
         lr = base_lr * min(1.0, (stage.step + 1) / max(1, warm)) * 0.5 * (

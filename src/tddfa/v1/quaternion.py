@@ -143,18 +143,13 @@ def params_from_quaternion_torch(qp):
     return torch.cat([P, qp[:, 7:]], dim=1)
 
 
-def unit_quaternion_loss(pred_params, target_params):
-    """Mean ``min(‖q̂ − ĝ‖², ‖q̂ + ĝ‖²)`` of the unit quaternions of predicted and target
-    ``(B, 62)`` parameters (the predicted one through the SVD projection, differentiable)."""
+def unit_quaternion_loss(pred_q, target_params):
+    """Mean ``min(‖q̂ − ĝ‖², ‖q̂ + ĝ‖²)`` between the predicted scaled quaternions ``(B, 4)``
+    normalised to unit length (differentiable) and the unit quaternions of the target ``(B, 62)``
+    parameters (sign-invariant: ``q`` and ``−q`` are the same rotation)."""
     import torch
 
-    P = pred_params[:, :12].reshape(-1, 3, 4)[:, :, :3]
-    U, _, Vh = torch.linalg.svd(P)
-    det = torch.det(torch.matmul(U, Vh)).detach()
-    D = torch.ones_like(P[:, 0])
-    D = torch.cat([D[:, :2], det[:, None]], dim=1)
-    R = torch.matmul(U * D[:, None, :], Vh)
-    q = _torch_quaternion(R)
+    q = pred_q / pred_q.norm(dim=1, keepdim=True).clamp_min(1e-12)
     g = torch.from_numpy(matrix_to_quaternion(
         _project(target_params.detach().cpu().numpy()))).to(q.dtype)
     a = ((q - g) ** 2).sum(1)
@@ -165,19 +160,3 @@ def unit_quaternion_loss(pred_params, target_params):
 def _project(params: np.ndarray) -> np.ndarray:
     q, _ = pose_to_quaternion(np.asarray(params, np.float64)[:, :12].reshape(-1, 3, 4))
     return quaternion_to_matrix(q / np.linalg.norm(q, axis=1, keepdims=True))
-
-
-def _torch_quaternion(R):
-    """Unit quaternions from rotation tensors ``(B, 3, 3)`` (differentiable; the trace-pivot
-    formula guarded away from its singular point)."""
-    import torch
-
-    tr = R[:, 0, 0] + R[:, 1, 1] + R[:, 2, 2]
-    w = 0.5 * torch.sqrt((1 + tr).clamp_min(1e-8))
-    x = 0.5 * torch.sqrt((1 + R[:, 0, 0] - R[:, 1, 1] - R[:, 2, 2]).clamp_min(1e-8))
-    y = 0.5 * torch.sqrt((1 - R[:, 0, 0] + R[:, 1, 1] - R[:, 2, 2]).clamp_min(1e-8))
-    z = 0.5 * torch.sqrt((1 - R[:, 0, 0] - R[:, 1, 1] + R[:, 2, 2]).clamp_min(1e-8))
-    x = torch.copysign(x, R[:, 2, 1] - R[:, 1, 2])
-    y = torch.copysign(y, R[:, 0, 2] - R[:, 2, 0])
-    z = torch.copysign(z, R[:, 1, 0] - R[:, 0, 1])
-    return torch.stack([w, x, y, z], dim=1)
