@@ -192,28 +192,42 @@ def _paf_kernel(img, anchors, k, out):  # pragma: no cover - compiled
         ay = anchors[n, 1]
         if not (np.isfinite(ax) and np.isfinite(ay)):
             continue
+        bx = ax - half
+        by = ay - half
+        x0a = int(np.floor(bx))
+        y0a = int(np.floor(by))
+        fx = bx - x0a  # the same fractions for every tap of the patch
+        fy = by - y0a
+        w00 = (1.0 - fy) * (1.0 - fx)
+        w01 = (1.0 - fy) * fx
+        w10 = fy * (1.0 - fx)
+        w11 = fy * fx
+        inside = x0a >= 0 and y0a >= 0 and x0a + k < w and y0a + k < h
         for a in range(k):
-            y = ay + a - half
-            y0 = int(np.floor(y))
-            fy = y - y0
+            y0 = y0a + a
             for bb in range(k):
-                x = ax + bb - half
-                x0 = int(np.floor(x))
-                fx = x - x0
+                x0 = x0a + bb
+                oy = gi * k + a
+                ox = gj * k + bb
+                if inside:
+                    for c in range(ch):
+                        acc = (w00 * img[y0, x0, c] + w01 * img[y0, x0 + 1, c]
+                               + w10 * img[y0 + 1, x0, c] + w11 * img[y0 + 1, x0 + 1, c])
+                        out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
+                    continue
                 for c in range(ch):
                     acc = 0.0
-                    for dy in range(2):
-                        yy = y0 + dy
-                        if yy < 0 or yy >= h:
-                            continue
-                        wy = fy if dy == 1 else 1.0 - fy
-                        for dx in range(2):
-                            xx = x0 + dx
-                            if xx < 0 or xx >= w:
-                                continue
-                            wx = fx if dx == 1 else 1.0 - fx
-                            acc += wy * wx * img[yy, xx, c]
-                    out[gi * k + a, gj * k + bb, c] = np.uint8(min(255.0, acc + 0.5))
+                    if 0 <= y0 < h:
+                        if 0 <= x0 < w:
+                            acc += w00 * img[y0, x0, c]
+                        if 0 <= x0 + 1 < w:
+                            acc += w01 * img[y0, x0 + 1, c]
+                    if 0 <= y0 + 1 < h:
+                        if 0 <= x0 < w:
+                            acc += w10 * img[y0 + 1, x0, c]
+                        if 0 <= x0 + 1 < w:
+                            acc += w11 * img[y0 + 1, x0 + 1, c]
+                    out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
 
 
 def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
