@@ -11,7 +11,7 @@ def test_public_api_surface():
         "FaceAligner", "VideoAligner", "Face", "Pose", "ImageResult", "TddfaError", "InputError",
         "AssetError", "ModelError", "DependencyError", "list_models", "__version__",
     ])
-    assert tddfa.list_models() == ["mb05", "mb1"]
+    assert tddfa.list_models() == ["mb05", "mb1", "v1-wpdc-vdc"]
     assert tddfa.FaceAligner.__module__ == "tddfa.pipeline.aligner"
     assert tddfa.VideoAligner.__module__ == "tddfa.video.tracker"
 

@@ -22,7 +22,7 @@ from tddfa.render.rasterize import rasterize
 from tddfa.render.registry import RENDERERS, render, save_renders
 from tddfa.render.uv import uv_coordinates, uv_texture
 
-KINDS = ["mesh", "depth", "pncc", "normal", "uv", "pose", "dense", "landmarks"]
+KINDS = ["mesh", "depth", "pncc", "normal", "uv", "pose", "dense", "landmarks", "paf"]
 
 
 @pytest.fixture(scope="module")

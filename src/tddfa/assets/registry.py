@@ -146,6 +146,10 @@ REGISTRY: dict[str, AssetSpec] = {
               "df3ee06d60db5435e238f6918b2ee6825e3341959273337c7319474102c06f3a",
               "219ef670e4cb7899dd3ec851a47183fe2bb32907", _V1, "train.configs/param_whitening.pkl",
               "3DDFA v1 62-d parameter mean/std"),
+        _spec("v1_wpdc_vdc", "3ddfa_v1/phase1_wpdc_vdc.pth.tar", None, None,
+              "411f37c2c6f91f8f8c0e4a3402be8b46da70a1e5", _V1, "models/phase1_wpdc_vdc.pth.tar",
+              "3DDFA v1 MobileNet-V1 x1.0 regressor (WPDC then VDC), 62 whitened params "
+              "(PyTorch checkpoint, state_dict keys module.conv1 ... module.fc)", "MIT (3DDFA release)"),
         _spec("model_shape_sim", "aflw2000_code/Model_Shape_Sim.mat", None, None, None, None,
               None, "full BFM mean shape and mean texture (AFLW2000-3D release)", BFM_LICENCE),
     ]
@@ -253,6 +257,8 @@ def _download(spec: AssetSpec, dest_dir: Path) -> Path:
 def _missing_message(spec: AssetSpec, reason: str) -> str:
     where = asset_dirs()[0] / spec.relpath
     how = f"download {spec.url} and put it at {where}" if spec.url else f"put it at {where}"
+    if spec.git_blob and not spec.sha256:
+        how += f" (it is verified by its git blob id {spec.git_blob})"
     return (
         f"asset '{spec.name}' ({spec.description}) not found in {', '.join(map(str, asset_dirs()))}"
         f" ({reason}); {how}, or set TDDFA_HOME to a folder that holds {spec.relpath}, "

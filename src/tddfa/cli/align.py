@@ -98,14 +98,16 @@ def add_parser(sub) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="output folder")
-    p.add_argument("--model", default="mb05", help="regressor: mb05 (default) or mb1")
+    p.add_argument("--model", default="mb05",
+                   help="regressor: mb05 (default), mb1, v1-wpdc-vdc, or cascade (3DDFA V1 cascade; "
+                        "--checkpoint may name a cascade folder)")
     p.add_argument("--checkpoint", help="use this regressor checkpoint (.pth/.onnx) instead")
     p.add_argument("--threshold", type=float, default=0.5, help="detector score threshold (0.5)")
     p.add_argument("--refine", action="store_true",
                    help="second pass: re-crop each face from its first-pass landmarks")
     p.add_argument("--dense", action="store_true", help="include the 38,365 dense vertices in the JSON")
     p.add_argument("--render", type=_split_list, default=[], metavar="KINDS",
-                   help="comma list of renders: mesh,depth,pncc,normal,uv,pose,dense,landmarks")
+                   help="comma list of renders: mesh,depth,pncc,normal,uv,pose,dense,landmarks,paf")
     p.add_argument("--export", type=_split_list, default=[], metavar="FORMATS",
                    help="comma list of mesh files per face: obj,ply,glb")
     p.add_argument("--frame", default="image", choices=["image", "centered_yup"],

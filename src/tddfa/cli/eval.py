@@ -28,7 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--data", required=True, help="benchmark folder")
-        sp.add_argument("--model", default="mb05", help="regressor name (default mb05)")
+        sp.add_argument("--model", default="mb05",
+                        help="regressor name (default mb05; `cascade` = the 3DDFA V1 cascade)")
         sp.add_argument("--checkpoint", default=None, help="weights to use instead of the registered ones")
         sp.add_argument("--json", default=None, metavar="FILE", help="write the results as JSON")
         sp.add_argument("--plot", action="store_true",
@@ -65,6 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _make_regressor(args: argparse.Namespace):
+    if args.model == "cascade":  # the 3DDFA V1 cascade (per-stage figures in the result)
+        from tddfa.v1.cascade import CascadeRegressor
+
+        return CascadeRegressor(args.checkpoint, threads=args.threads)
     from tddfa.models.regressor import Regressor
 
     return Regressor(model=args.model, checkpoint=args.checkpoint, threads=args.threads)

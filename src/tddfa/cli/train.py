@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 __all__ = ["add_parser", "run", "add_data_parser", "run_data", "main"]
 
@@ -83,6 +84,23 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--set {key}: {k} is not a mapping of keys")
         node[parts[-1]] = parsed
     cfg = load_config(args.config, over)
+    if "cascade" in cfg:  # a 3DDFA V1 cascade config (configs/cascade.yaml): its own defaults
+        import yaml
+
+        from tddfa.train.config import _merge
+        from tddfa.v1.cascade_train import train_cascade
+
+        raw = _merge(yaml.safe_load(Path(args.config).read_text()) or {}, over)
+        summary = train_cascade(raw, resume=not args.no_resume)
+        if args.json:
+            print(json.dumps(summary, indent=1, default=str))
+        else:
+            for row in summary["table"]:
+                val = row.get("val_nme")
+                print(f"stage {row['stage']}: train NME {row['train_nme']:.3f}%"
+                      + (f", validation NME {val:.3f}%" if val is not None else ""))
+            print("onnx: " + ", ".join(summary["onnx"]))
+        return 0
     summary = train(cfg, resume=not args.no_resume)
     if summary.get("checkpoint"):
         if args.json:

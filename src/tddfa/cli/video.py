@@ -39,7 +39,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--jsonl", help="per-frame JSON Lines to write")
     p.add_argument("--overlay", choices=OVERLAY_CHOICES, default="sparse",
                    help="overlay drawn in -o (sparse)")
-    p.add_argument("--model", default="mb05", help="regressor (mb05)")
+    p.add_argument("--model", default="mb05", help="regressor (mb05; also mb1, v1-wpdc-vdc, cascade)")
     p.add_argument("--checkpoint", help="regressor checkpoint or .onnx to use instead")
     p.add_argument("--score-threshold", type=float, default=0.5, help="detector threshold (0.5)")
     p.add_argument("--redetect-every", type=int, default=30, metavar="N",

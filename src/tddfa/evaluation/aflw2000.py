@@ -219,7 +219,11 @@ def eval_aflw2000_crop(
     data = _subset(load_aflw2000(data_dir, gt), limit)
     crops = _read_crops(Path(data.root) / "AFLW2000-3D_crop", data.names)
     t1 = time.perf_counter()
-    params, lm = predict_landmarks(predictor, crops, data.rois, batch_size)
+    stage_rows = None
+    if hasattr(predictor, "predict_stages"):  # a cascade: NME after every stage
+        params, lm, stage_rows = _cascade_stages(predictor, crops, data, dims, batch_size)
+    else:
+        params, lm = predict_landmarks(predictor, crops, data.rois, batch_size)
     t2 = time.perf_counter()
     table, e = _nme_block(lm, data.gt, data.yaw, dims)
     counts = table.pop("counts")
@@ -228,6 +232,8 @@ def eval_aflw2000_crop(
         "n": len(data.names), "nme": table, "counts": counts, "gt": gt, "dims": dims,
         "normaliser": "sqrt(w*h) of the ground-truth 68-landmark box", "unit": "percent",
     }
+    if stage_rows is not None:
+        summary["stages"] = stage_rows
     arrays: dict[str, np.ndarray] = {"nme": e, "yaw": data.yaw}
     if pose:
         pp = data.pose_para()
@@ -239,6 +245,34 @@ def eval_aflw2000_crop(
     summary["timing_s"] = {"read": t1 - t0, "regress_and_reconstruct": t2 - t1,
                            "metrics": t3 - t2, "total": t3 - t0}
     return EvalResult(summary, arrays)
+
+
+def _cascade_stages(predictor: Any, crops: np.ndarray, data: AFLW2000Data, dims: int,
+                    batch_size: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Final parameters and landmarks of a cascade plus ``[{"stage", "buckets", "mean", ...}]``
+    (bucket NME after each stage, 0 = the start)."""
+    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
+
+    per: list[list[np.ndarray]] = []
+    fallbacks = 0
+    for i in range(0, len(crops), batch_size):
+        st, flags = predictor.predict_stages(crops[i:i + batch_size])
+        per.append(st)
+        fallbacks += int(np.asarray(flags).sum())
+    n_st = len(per[0]) if per else 1
+    mm = load_morphable_model("sparse")
+    rois = np.asarray(data.rois, np.float32).reshape(-1, 4)
+    rows, lm = [], None
+    for k in range(n_st):
+        p = np.concatenate([b[k] for b in per]) if per else np.zeros((0, 62), np.float32)
+        lm = to_image_frame(mm.reconstruct(p), rois)
+        table, _ = _nme_block(lm, data.gt, data.yaw, dims)
+        buckets = [table[key] for key in table if key not in ("counts", "mean", "all")][:3]
+        rows.append({"stage": k, "buckets": [float(b) for b in buckets],
+                     "mean": float(table["mean"]), "all": float(table.get("all", float("nan")))})
+        params = p
+    rows[-1]["fallbacks"] = fallbacks
+    return params, lm, rows
 
 
 class PiecesAligner:

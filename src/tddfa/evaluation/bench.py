@@ -135,6 +135,15 @@ def run_bench(
     stages["regress_b8"] = time_stage(lambda: reg.predict(eight), repeat, warmup)
     per_face = {k: v / 8.0 if k != "n" else v for k, v in stages["regress_b8"].items()}
     stages["regress_b8_per_face"] = per_face
+    if hasattr(reg, "run_stage"):  # the 3DDFA V1 cascade: each stage on its own
+        stages["cascade_stage0_b1"] = time_stage(lambda: reg.stage0(one), repeat, warmup)
+        p0 = reg.stage0(one)
+        for k in range(1, reg.n_stages + 1):
+            stages[f"cascade_stage{k}_b1"] = time_stage(
+                lambda k=k: reg.run_stage(k, one, p0), repeat, warmup)
+            st8 = time_stage(lambda k=k: reg.run_stage(k, eight, np.repeat(p0, 8, 0)), repeat, warmup)
+            stages[f"cascade_stage{k}_b8_per_face"] = {
+                key: v / 8.0 if key != "n" else v for key, v in st8.items()}
     params = reg.predict(one)
     roi1 = rois[:1]
     mm = aligner.morphable_model

@@ -14,7 +14,7 @@ from tddfa.models.networks import build_mobilenet_onnx
 from tddfa.models.registry import ModelInfo, get_model_info
 from tddfa.models.runtime import cached_onnx, create_session, resolve_backend
 
-__all__ = ["Regressor", "load_param_stats"]
+__all__ = ["Regressor", "load_param_stats", "v1_state_dict"]
 
 log = logging.getLogger(__name__)
 
@@ -24,13 +24,33 @@ def load_param_stats(name: str = "param_mean_std") -> tuple[np.ndarray, np.ndarr
     path = assets.resolve(name)
     d = load_pickle(path)
     try:
-        mean = np.asarray(d["mean"], np.float32).reshape(-1)
-        std = np.asarray(d["std"], np.float32).reshape(-1)
+        if isinstance(d, dict) and "param_mean" in d:  # 3DDFA V1's param_whitening.pkl
+            mean = np.asarray(d["param_mean"], np.float32).reshape(-1)
+            std = np.asarray(d["param_std"], np.float32).reshape(-1)
+        else:
+            mean = np.asarray(d["mean"], np.float32).reshape(-1)
+            std = np.asarray(d["std"], np.float32).reshape(-1)
     except (KeyError, TypeError, IndexError) as exc:
-        raise AssetError(f"{path}: expected a dict with 'mean' and 'std', got {type(d).__name__}") from exc
+        raise AssetError(f"{path}: expected a dict with 'mean' and 'std' (or V1's 'param_mean' and "
+                         f"'param_std'), got {type(d).__name__}") from exc
     if mean.shape != (62,) or std.shape != (62,):
         raise AssetError(f"{path}: mean/std must be (62,), got {mean.shape}/{std.shape}")
     return mean, std
+
+
+def v1_state_dict(state: dict[str, np.ndarray], source: str = "checkpoint") -> dict[str, np.ndarray]:
+    """A 3DDFA V1 state dict (single head ``fc``) renamed to the graph builder's ``fc_param``.
+
+    Raises:
+        ModelError: the checkpoint has no ``fc`` head (not a V1 regressor).
+    """
+    if "fc.weight" not in state or "fc.bias" not in state:
+        raise ModelError(f"{source}: not a 3DDFA V1 checkpoint (no 'fc.weight'/'fc.bias'; has "
+                         f"{sorted(state)[:6]}...)")
+    out = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    out["fc_param.weight"] = state["fc.weight"]
+    out["fc_param.bias"] = state["fc.bias"]
+    return out
 
 
 class Regressor:
@@ -69,6 +89,8 @@ class Regressor:
         width = float(meta.get("width", self.info.width))
         mean, std = load_param_stats(self.info.param_stats)
         state = state_dict_from_checkpoint(ckpt, source=str(self.source))
+        if self.info.checkpoint_layout == "v1":
+            state = v1_state_dict(state, str(self.source))
         return build_mobilenet_onnx(state, width=width, param_mean=mean, param_std=std)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:

@@ -23,18 +23,32 @@ from tddfa.face.results import Face, ImageResult, Pose
 from tddfa.io.images import load_image
 from tddfa.models.regressor import Regressor
 
-__all__ = ["FaceAligner", "faces_from_params"]
+__all__ = ["FaceAligner", "faces_from_params", "create_regressor"]
 
 log = logging.getLogger(__name__)
 
 ImageLike = str | os.PathLike | np.ndarray
 
 
+def create_regressor(model: str = "mb05", checkpoint: str | Path | None = None, threads: int = 0,
+                     backend: str = "onnxruntime", device: str = "cpu"):
+    """The regressor for a model name: ``"cascade"`` is the 3DDFA V1 cascade
+    (:class:`tddfa.v1.cascade.CascadeRegressor`; ``checkpoint`` may name a cascade folder),
+    anything else a registered single network (:class:`~tddfa.models.regressor.Regressor`)."""
+    if model == "cascade":
+        from tddfa.v1.cascade import CascadeRegressor
+
+        return CascadeRegressor(checkpoint, threads=threads)  # ONNX Runtime on the CPU
+    return Regressor(model, checkpoint, threads=threads, backend=backend, device=device)
+
+
 class FaceAligner:
     """3D dense face alignment of still images.
 
     Args:
-        model: regressor name from :func:`tddfa.models.list_models` (``"mb05"`` default).
+        model: regressor name from :func:`tddfa.models.list_models` (``"mb05"`` default), or
+            ``"cascade"`` for the 3DDFA V1 cascade (faces whose estimate a stage could not refine
+            carry ``extra["cascade"] = {"fallback_stages": [...]}``).
         checkpoint: optional regressor checkpoint / ``.onnx`` to use instead of the registered one.
         score_threshold: detector score above which a face is reported (0.5).
         dense_model: ``"auto"`` (official BFM if present, else the approximate one, else
@@ -67,7 +81,8 @@ class FaceAligner:
         self.max_dense_faces = int(max_dense_faces)
         self.model_name = model
         self.backend, self.device = backend, device
-        self.regressor = Regressor(model, checkpoint, threads=threads, backend=backend, device=device)
+        self.regressor = create_regressor(model, checkpoint, threads=threads, backend=backend,
+                                          device=device)
         self.score_threshold = float(score_threshold)
         self._dense_model = dense_model
         self._threads = threads
@@ -167,7 +182,15 @@ class FaceAligner:
             return []
         crops = crop_batch(image, rois, self.regressor.input_size)
         params = self.regressor.predict(crops)
-        return self.faces_from_params(params, rois, boxes=boxes, dense=dense)
+        faces = self.faces_from_params(params, rois, boxes=boxes, dense=dense)
+        flags = getattr(self.regressor, "last_fallbacks", None)
+        if flags is not None and len(flags) == len(faces) and flags.any():
+            from dataclasses import replace
+
+            faces = [replace(f, extra={**f.extra, "cascade": {
+                "fallback_stages": [int(k) + 1 for k in np.flatnonzero(flags[i])]}})
+                if flags[i].any() else f for i, f in enumerate(faces)]
+        return faces
 
     def refine(self, image: np.ndarray, faces: list[Face], *, dense: bool = False) -> list[Face]:
         """Second pass: re-crop each face from its landmarks and regress again (as the official

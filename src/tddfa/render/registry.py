@@ -16,6 +16,7 @@ from tddfa.render.depth import render_depth
 from tddfa.render.landmarks import draw_dense_points, draw_landmarks
 from tddfa.render.mesh import render_mesh
 from tddfa.render.normal import render_normal
+from tddfa.render.paf import render_paf
 from tddfa.render.pncc import render_pncc
 from tddfa.render.pose import draw_pose
 from tddfa.render.uv import _render_uv
@@ -45,12 +46,14 @@ RENDERERS: dict[str, Callable[..., np.ndarray]] = {
     "pose": lambda image, faces, triangles=None, **opts: draw_pose(image, faces, **opts),
     "dense": _mesh_kind(draw_dense_points),
     "landmarks": lambda image, faces, triangles=None, **opts: draw_landmarks(image, faces, **opts),
+    "paf": lambda image, faces, triangles=None, **opts: render_paf(image, faces, **opts),
 }
 
 
 _TARGETS: dict[str, Callable] = {
     "mesh": render_mesh, "depth": render_depth, "pncc": render_pncc, "normal": render_normal,
     "uv": _render_uv, "pose": draw_pose, "dense": draw_dense_points, "landmarks": draw_landmarks,
+    "paf": render_paf,
 }
 
 
@@ -74,8 +77,8 @@ def render(kind: str, image: Any, faces: Sequence[Any], triangles: np.ndarray | 
     """Render ``kind`` (one of :data:`RENDERERS`) of ``faces`` over ``image``.
 
     Args:
-        kind: ``mesh``, ``depth``, ``pncc``, ``normal``, ``uv``, ``pose``, ``dense`` or
-            ``landmarks``.
+        kind: ``mesh``, ``depth``, ``pncc``, ``normal``, ``uv``, ``pose``, ``dense``,
+            ``landmarks`` or ``paf`` (3DDFA V1's pose-adaptive feature map over each roi).
         image: ``(H, W, 3)`` uint8 BGR, or a path.
         faces: :class:`~tddfa.results.Face` objects (dense vertices are reconstructed from the
             parameters when absent), or ``(N, 3)`` vertex arrays for the mesh kinds.

@@ -1,0 +1,259 @@
+"""The features 3DDFA V1's cascade looks at, rendered from a parameter estimate at crop resolution.
+
+Both are built on the 64×64 = 4,096 surface anchors of ``Model_PAF.pkl`` (a regular grid laid
+over the BFM face surface, row-major as ``(64, 64)`` after V1's own ``reshape(64, 64, 3)
+.transpose(1, 0, 2)``):
+
+* **PNCC** (projected normalised coordinate code): the anchor grid as a triangle mesh (two
+  triangles per grid cell; cells with an edge longer than 3× the median edge of the mean face
+  are dropped), posed with the estimate, z-buffered by :func:`tddfa.render.rasterize.rasterize`
+  and coloured by each anchor's NCC — its mean-face position normalised to [0, 1] per axis with
+  the bounds of the noneck mean (the definition behind ``ncc_code.npy``). It is the same render
+  as :mod:`tddfa.render.pncc`, at the anchor grid's resolution instead of 38,365 vertices (a
+  120×120 crop has only ~4,000 face pixels, so the 4,096-anchor mesh loses nothing visible and
+  is ~10× cheaper). ``(B, 120, 120, 3)`` uint8, channel k = 255 × NCC coordinate k.
+* **PAF** (pose-adaptive feature): the anchors projected with the estimate; around each anchor a
+  ``k × k`` patch (pixel offsets −(k−1)/2 … (k−1)/2) is sampled **bilinearly** from the crop and
+  the patches are tiled into a ``(64k, 64k, 3)`` map, patch (i, j) at rows ``ik…ik+k−1``, columns
+  ``jk…jk+k−1`` — so a convolution with kernel k and stride k over this map (the *pose-adaptive
+  convolution*, :class:`tddfa.v1.net.CascadeStageNet`) is a convolution over the face surface that
+  follows the current pose. Samples outside the crop are 0.
+
+Expression at the anchors: ``Model_PAF.pkl`` holds the shape basis at the anchors
+(``w_filter``, 40 columns) but its ``w_exp_filter`` is only a copy of the first 10 shape columns,
+not an expression basis. We do not use it: each anchor takes the 10 expression columns of the
+nearest vertex of the dense noneck model (mean faces compared), and anchors farther than
+:data:`EXP_RADIUS` model units from any noneck vertex (neck and ears, which the noneck model
+lacks) get no expression motion. With the approximate dense model (see
+:mod:`tddfa.face.morphable_model`) those columns are themselves interpolated from the 68
+landmarks.
+
+Coordinates: parameters are in the 120×120 crop frame (x right, y up); anchors are mapped to
+crop pixels as the rest of tddfa does (x − 1, 120 − y; z larger = nearer).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from numba import njit
+
+from tddfa.errors import AssetError, InputError
+
+__all__ = ["AnchorModel", "load_anchor_model", "anchors_crop", "render_pncc_crops",
+           "render_paf_crops", "GRID", "EXP_RADIUS"]
+
+GRID = 64
+#: Anchors farther than this (model units; the face is ~170,000 wide) from the noneck mesh get
+#: no expression basis.
+EXP_RADIUS = 5000.0
+CROP = 120
+
+
+@dataclass(frozen=True, eq=False)
+class AnchorModel:
+    """The morphable model at the 4,096 PAF anchors.
+
+    Attributes:
+        u: ``(4096, 3)`` float32 mean face at the anchors, model units.
+        w: ``(4096, 3, 50)`` float32 shape (40, from ``w_filter``) and expression (10, from the
+            nearest noneck vertex) bases.
+        tri: ``(M, 3)`` int32 triangles of the anchor grid.
+        ncc: ``(4096, 3)`` float32 NCC colour in [0, 1].
+    """
+
+    u: np.ndarray
+    w: np.ndarray
+    tri: np.ndarray
+    ncc: np.ndarray
+
+    @property
+    def w_flat(self) -> np.ndarray:
+        """``(50, 12288)`` float32 bases, one row per coefficient (for one matrix product)."""
+        return _flat(self)
+
+
+@lru_cache(maxsize=2)
+def _flat(m: AnchorModel) -> np.ndarray:
+    return np.ascontiguousarray(m.w.reshape(-1, 50).T)
+
+
+def _grid_triangles(u: np.ndarray) -> np.ndarray:
+    idx = np.arange(GRID * GRID).reshape(GRID, GRID)
+    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
+    c, d = idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    tri = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)])
+    e = np.stack([np.linalg.norm(u[tri[:, i]] - u[tri[:, (i + 1) % 3]], axis=1) for i in range(3)], 1)
+    keep = e.max(1) <= 3.0 * np.median(e)
+    return np.ascontiguousarray(tri[keep], dtype=np.int32)
+
+
+@lru_cache(maxsize=1)
+def load_anchor_model() -> AnchorModel:
+    """Build the :class:`AnchorModel` from ``model_paf`` and the dense model (cached)."""
+    from scipy.spatial import cKDTree
+
+    from tddfa.assets import registry as assets
+    from tddfa.assets.serialization import load_pickle
+    from tddfa.face.morphable_model import load_morphable_model
+
+    d = load_pickle(assets.resolve("model_paf"))
+    try:
+        mu = np.asarray(d["mu_filter"], np.float64).reshape(-1)
+        ws = np.asarray(d["w_filter"], np.float64)
+    except (KeyError, TypeError) as exc:
+        raise AssetError(f"Model_PAF.pkl: expected mu_filter and w_filter, got {exc}") from exc
+    if mu.shape != (3 * GRID * GRID,) or ws.shape != (3 * GRID * GRID, 40):
+        raise AssetError(f"Model_PAF.pkl: unexpected shapes {mu.shape}, {ws.shape}")
+    # V1 reads the anchors as reshape(64, 64, 3).transpose(1, 0, 2): make that our row-major grid
+    order = np.arange(GRID * GRID).reshape(GRID, GRID).T.ravel()
+    u = mu.reshape(-1, 3)[order]
+    w_shp = ws.reshape(-1, 3, 40)[order]
+    mm = load_morphable_model()
+    w_exp = np.zeros((len(u), 3, 10))
+    if mm.has_dense:
+        dense_u = mm.u.reshape(-1, 3).astype(np.float64)
+        dist, near = cKDTree(dense_u).query(u)
+        ok = dist <= EXP_RADIUS
+        w_exp[ok] = mm.w.reshape(-1, 3, 50)[near[ok], :, 40:]
+        lo, hi = dense_u.min(0), dense_u.max(0)
+    else:
+        lo, hi = u.min(0), u.max(0)
+    ncc = np.clip((u - lo) / (hi - lo), 0.0, 1.0)
+    return AnchorModel(u=u.astype(np.float32),
+                       w=np.ascontiguousarray(np.concatenate([w_shp, w_exp], 2), dtype=np.float32),
+                       tri=_grid_triangles(u), ncc=ncc.astype(np.float32))
+
+
+def _check_params(params: np.ndarray) -> np.ndarray:
+    p = np.asarray(params, dtype=np.float32)
+    if p.ndim == 1:
+        p = p[None]
+    if p.ndim != 2 or p.shape[1] != 62:
+        raise InputError(f"params must be (B, 62) crop-frame parameters, got {p.shape}")
+    return p
+
+
+def anchors_crop(params: np.ndarray, model: AnchorModel | None = None) -> np.ndarray:
+    """Anchors ``(B, 4096, 3)`` float32 in crop pixels (x right, y down, z larger = nearer) for
+    de-normalised crop-frame parameters ``(B, 62)``."""
+    p = _check_params(params)
+    m = model or load_anchor_model()
+    s = (p[:, 12:] @ m.w_flat).reshape(len(p), -1, 3) + m.u[None]
+    P = p[:, :12].reshape(-1, 3, 4)
+    v = np.matmul(s, P[:, :, :3].transpose(0, 2, 1)) + P[:, None, :, 3]
+    v[..., 0] -= 1.0
+    v[..., 1] = CROP - v[..., 1]
+    return v.astype(np.float32)
+
+
+def render_pncc_crops(params: np.ndarray, model: AnchorModel | None = None,
+                      anchors: np.ndarray | None = None) -> np.ndarray:
+    """PNCC ``(B, 120, 120, 3)`` uint8 of each estimate (channel k = 255 × NCC_k, 0 off-face)."""
+    from tddfa.render.rasterize import rasterize
+
+    m = model or load_anchor_model()
+    v = anchors_crop(params, m) if anchors is None else anchors
+    out = np.zeros((len(v), CROP, CROP, 3), np.uint8)
+    colors = np.ascontiguousarray(m.ncc * 255.0, dtype=np.float32)
+    for b in range(len(v)):
+        if not np.all(np.isfinite(v[b])):
+            continue
+        _, ti, bary = rasterize(v[b], m.tri, CROP, CROP)
+        _shade(colors, m.tri, ti, bary, out[b])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _shade(colors, tri, ti, bary, out):  # pragma: no cover - compiled
+    h, w = ti.shape
+    for y in range(h):
+        for x in range(w):
+            t = ti[y, x]
+            if t < 0:
+                continue
+            i0, i1, i2 = tri[t, 0], tri[t, 1], tri[t, 2]
+            for c in range(3):
+                val = (bary[y, x, 0] * colors[i0, c] + bary[y, x, 1] * colors[i1, c]
+                       + bary[y, x, 2] * colors[i2, c])
+                out[y, x, c] = np.uint8(min(255.0, max(0.0, val + 0.5)))
+
+
+@njit(cache=True, nogil=True)
+def _paf_kernel(img, anchors, k, out):  # pragma: no cover - compiled
+    h, w, ch = img.shape
+    half = (k - 1) / 2.0
+    for n in range(anchors.shape[0]):
+        gi = n // 64
+        gj = n - gi * 64
+        ax = anchors[n, 0]
+        ay = anchors[n, 1]
+        if not (np.isfinite(ax) and np.isfinite(ay)):
+            continue
+        bx = ax - half
+        by = ay - half
+        x0a = int(np.floor(bx))
+        y0a = int(np.floor(by))
+        fx = bx - x0a  # the same fractions for every tap of the patch
+        fy = by - y0a
+        w00 = (1.0 - fy) * (1.0 - fx)
+        w01 = (1.0 - fy) * fx
+        w10 = fy * (1.0 - fx)
+        w11 = fy * fx
+        inside = x0a >= 0 and y0a >= 0 and x0a + k < w and y0a + k < h
+        for a in range(k):
+            y0 = y0a + a
+            for bb in range(k):
+                x0 = x0a + bb
+                oy = gi * k + a
+                ox = gj * k + bb
+                if inside:
+                    for c in range(ch):
+                        acc = (w00 * img[y0, x0, c] + w01 * img[y0, x0 + 1, c]
+                               + w10 * img[y0 + 1, x0, c] + w11 * img[y0 + 1, x0 + 1, c])
+                        out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
+                    continue
+                for c in range(ch):
+                    acc = 0.0
+                    if 0 <= y0 < h:
+                        if 0 <= x0 < w:
+                            acc += w00 * img[y0, x0, c]
+                        if 0 <= x0 + 1 < w:
+                            acc += w01 * img[y0, x0 + 1, c]
+                    if 0 <= y0 + 1 < h:
+                        if 0 <= x0 < w:
+                            acc += w10 * img[y0 + 1, x0, c]
+                        if 0 <= x0 + 1 < w:
+                            acc += w11 * img[y0 + 1, x0 + 1, c]
+                    out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
+
+
+def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
+                     model: AnchorModel | None = None, anchors: np.ndarray | None = None
+                     ) -> np.ndarray:
+    """PAF maps ``(B, 64k, 64k, C)`` uint8: a ``k × k`` bilinear patch of the crop around each
+    projected anchor, tiled in anchor-grid order (see the module docstring); 0 outside the crop.
+
+    Args:
+        crops: ``(B, 120, 120, C)`` uint8 crops (any colour order; kept).
+        params: ``(B, 62)`` de-normalised crop-frame estimates.
+        kernel: patch side ``k`` (odd), the stride of the pose-adaptive convolution.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    if crops.ndim != 4 or crops.shape[1:3] != (CROP, CROP) or crops.dtype != np.uint8:
+        raise InputError(f"crops must be (B, {CROP}, {CROP}, C) uint8, got {crops.shape} {crops.dtype}")
+    if kernel < 1 or kernel % 2 == 0:
+        raise InputError(f"kernel must be a positive odd number, got {kernel}")
+    m = model or load_anchor_model()
+    v = anchors_crop(params, m) if anchors is None else anchors
+    if len(v) != len(crops):
+        raise InputError(f"{len(crops)} crops but {len(v)} parameter vectors")
+    size = GRID * kernel
+    out = np.zeros((len(v), size, size, crops.shape[3]), np.uint8)
+    for b in range(len(v)):
+        _paf_kernel(np.ascontiguousarray(crops[b]), np.ascontiguousarray(v[b, :, :2]), kernel, out[b])
+    return out

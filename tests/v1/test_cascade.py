@@ -1,0 +1,192 @@
+"""The cascade end to end at toy size: training (`tddfa train --config`), ONNX stages, inference
+without PyTorch, non-finite fallback, FaceAligner / eval integration."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tddfa.errors import AssetError
+
+pytestmark = pytest.mark.usefixtures("shared")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny_cascade(tmp_path_factory, shared):
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from tddfa.cli.main import main
+
+    out = tmp_path_factory.mktemp("cascade")
+    argv = ["train", "--config", str(ROOT / "configs/cascade_tiny.yaml"), "--out-dir", str(out),
+            "--set", f"data.train=[{{type: 300w, root: '{shared}/datasets/300w-crops', split: afw}}]",
+            "--set", f"data.val={{type: 300w, root: '{shared}/datasets/300w-crops', split: helen_test}}"]
+    assert main(argv) == 0
+    return out
+
+
+def test_training_writes_stages_and_table(tiny_cascade):
+    summary = json.loads((tiny_cascade / "cascade.json").read_text())
+    assert summary["stages"] == 2 and summary["loss"] == "owpdc"
+    assert [r["stage"] for r in summary["table"]] == [0, 1, 2]
+    for r in summary["table"]:
+        assert np.isfinite(r["train_nme"]) and np.isfinite(r["val_nme"])
+    for k in (1, 2):
+        assert (tiny_cascade / f"stage{k}.onnx").is_file()
+        assert (tiny_cascade / f"stage{k}" / "done.json").is_file()
+
+
+def test_resume_skips_finished_stages(tiny_cascade, shared, tmp_path):
+    import shutil
+
+    from tddfa.cli.main import main
+
+    work = tmp_path / "again"
+    shutil.copytree(tiny_cascade, work)
+    before = (work / "stage1" / "model.pth").stat().st_mtime
+    argv = ["train", "--config", str(ROOT / "configs/cascade_tiny.yaml"), "--out-dir", str(work),
+            "--set", f"data.train=[{{type: 300w, root: '{shared}/datasets/300w-crops', split: afw}}]",
+            "--set", "data.val=null", "--set", "cascade.stages=1"]
+    assert main(argv) == 0
+    assert (work / "stage1" / "model.pth").stat().st_mtime == before
+
+
+def _crops(shared, n=4):
+    from tddfa.face.crop import crop_roi, roi_from_landmarks
+    from tddfa.io.images import read_image
+
+    root = shared / "datasets/300w-crops"
+    with np.load(root / "helen_test.npz") as z:
+        names, lms = z["names"][:n], z["landmarks"][:n]
+    return np.stack([crop_roi(read_image(root / "helen_test" / f"{nm}.jpg"), roi_from_landmarks(lm))
+                     for nm, lm in zip(names, lms, strict=True)])
+
+
+def test_inference_matches_training_side_and_falls_back(tiny_cascade, shared, monkeypatch):
+    import torch
+
+    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade_train import _features, _load_weights
+    from tddfa.v1.net import CascadeStageNet
+
+    summary = json.loads((tiny_cascade / "cascade.json").read_text())
+    write_manifest(tiny_cascade, summary)
+    reg = CascadeRegressor(tiny_cascade)
+    crops = _crops(shared)
+    stages, flags = reg.predict_stages(crops)
+    assert len(stages) == 3 and not flags.any()
+    # stage 1 by ONNX Runtime == the PyTorch network on the same features
+    net = CascadeStageNet(reg.std, 3)
+    net.load_state_dict(_load_weights(tiny_cascade / "stage1" / "model.pth"))
+    net.eval()
+    pn, pa = _features(crops, stages[0], 3)
+    with torch.no_grad():
+        d = net(torch.from_numpy(crops), torch.from_numpy(pn), torch.from_numpy(pa)).numpy()
+    np.testing.assert_allclose((stages[1] - stages[0]) / reg.std, d / reg.std, atol=1e-4)
+    # a stage that returns NaN for one face: that face keeps the previous stage and is flagged
+    real = reg.run_stage
+
+    def broken(k, c, p):
+        out = real(k, c, p)
+        if k == 2:
+            out[1] = np.nan
+        return out
+
+    monkeypatch.setattr(reg, "run_stage", broken)
+    stages2, flags2 = reg.predict_stages(crops)
+    assert flags2[:, 1].tolist() == [False, True, False, False] and not flags2[:, 0].any()
+    np.testing.assert_array_equal(stages2[2][1], stages2[1][1])
+    assert np.isfinite(reg.predict(crops)).all() and reg.last_fallbacks[1, 1]
+
+
+def test_tampered_stage_graph_is_rejected(tiny_cascade, tmp_path):
+    import shutil
+
+    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+
+    folder = tmp_path / "c"
+    shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
+    write_manifest(folder, json.loads((folder / "cascade.json").read_text()))
+    data = bytearray((folder / "stage1.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "stage1.onnx").write_bytes(bytes(data))
+    with pytest.raises(AssetError, match="SHA-256"):
+        CascadeRegressor(folder)
+    with pytest.raises(AssetError, match="no cascade manifest"):
+        CascadeRegressor(tmp_path / "nowhere")
+
+
+def test_face_aligner_and_eval_with_cascade(tiny_cascade, shared):
+    from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
+    from tddfa.pipeline.aligner import FaceAligner
+    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+
+    write_manifest(tiny_cascade, json.loads((tiny_cascade / "cascade.json").read_text()))
+    al = FaceAligner(model="cascade", checkpoint=tiny_cascade)
+    res = al.align(shared / "samples/emma.jpg")
+    assert len(res.faces) >= 1 and res.to_dict()["model"]["name"] == "cascade"
+    assert all("cascade" not in f.extra for f in res.faces)
+    real = al.regressor.run_stage
+
+    def broken(k, c, p):
+        out = real(k, c, p)
+        out[0] = np.inf
+        return out
+
+    al.regressor.run_stage = broken
+    flagged = al.align(shared / "samples/emma.jpg")
+    assert flagged.faces[0].extra["cascade"] == {"fallback_stages": [1, 2]}
+    assert np.isfinite(flagged.faces[0].params).all()
+    # test-only benchmark data, 8 faces: checks the per-stage structure, not a figure
+    ev = eval_aflw2000_crop(CascadeRegressor(tiny_cascade), shared / "benchmarks/aflw2000-3d",
+                            limit=8, pose=False, model="cascade")
+    st = ev.summary["stages"]
+    assert [s["stage"] for s in st] == [0, 1, 2]
+    assert all(len(s["buckets"]) == 3 and np.isfinite(s["mean"]) for s in st)
+    assert st[-1]["all"] == pytest.approx(ev.summary["nme"]["all"])
+
+
+def test_cascade_inference_does_not_import_torch(tiny_cascade, shared):
+    import subprocess
+    import sys
+
+    from tddfa.v1.cascade import write_manifest
+
+    write_manifest(tiny_cascade, json.loads((tiny_cascade / "cascade.json").read_text()))
+    code = (
+        "import sys, numpy as np; from tddfa.pipeline.aligner import FaceAligner; "
+        f"al = FaceAligner(model='cascade', checkpoint={str(tiny_cascade)!r}); "
+        f"r = al.align({str(shared / 'samples/emma.jpg')!r}); "
+        "print(len(r.faces) > 0, 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True False", out.stderr
+
+
+def test_v1_start_mean_face_and_config_checks(tiny_cascade, shared, tmp_path):
+    import shutil
+
+    from tddfa.errors import InputError
+    from tddfa.models.regressor import load_param_stats
+    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade_train import cascade_config
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
+    man = json.loads(write_manifest(folder, json.loads((folder / "cascade.json").read_text())).read_text())
+    man["start"] = "mean"  # V1's own start: the mean face in the box
+    (folder / "cascade.json").write_text(json.dumps(man))
+    reg = CascadeRegressor(folder)
+    crops = _crops(shared, 2)
+    stages, _ = reg.predict_stages(crops)
+    mean, _ = load_param_stats()
+    np.testing.assert_allclose(stages[0], np.tile(mean, (2, 1)))
+    assert np.isfinite(stages[-1]).all()
+    for bad in ({"cascade": {"start": "zero"}}, {"cascade": {"pose": "euler"}}, {"loss": {"main": "x"}}):
+        with pytest.raises(InputError):
+            cascade_config(bad)

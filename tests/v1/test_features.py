@@ -1,0 +1,110 @@
+"""PNCC and PAF features from parameter estimates (NumPy/Numba)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tddfa.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("shared")
+
+
+@pytest.fixture(scope="module")
+def mean_params():
+    from tddfa.models.regressor import load_param_stats
+
+    mean, _ = load_param_stats()
+    return mean[None].astype(np.float32)
+
+
+def test_anchor_model_grid_and_expression_handling():
+    from tddfa.v1.features import load_anchor_model
+
+    m = load_anchor_model()
+    assert m.u.shape == (4096, 3) and m.w.shape == (4096, 3, 50)
+    assert m.tri.shape[1] == 3 and 7000 < len(m.tri) <= 2 * 63 * 63
+    # Model_PAF.pkl's w_exp_filter (a copy of shape columns) is not used: expression columns
+    # come from the dense model and differ from the first shape columns
+    assert not np.allclose(m.w[:, :, 40:], m.w[:, :, :10])
+    assert np.abs(m.w[:, :, 40:]).sum() > 0
+    assert m.ncc.min() >= 0 and m.ncc.max() <= 1
+
+
+def test_anchors_agree_with_the_dense_mesh(mean_params):
+    # the anchors lie on the face: each anchor of the mean face is close to the rendered mesh
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.v1.features import anchors_crop
+
+    a = anchors_crop(mean_params)[0]
+    mm = load_morphable_model()
+    v = mm.reconstruct(mean_params, dense=True)[0]
+    v = np.stack([v[:, 0] - 1, 120 - v[:, 1], v[:, 2]], 1)
+    from scipy.spatial import cKDTree
+
+    d, _ = cKDTree(v[:, :2]).query(a[:, :2])
+    assert np.median(d) < 0.5  # crop pixels
+
+
+def test_pncc_render(mean_params):
+    from tddfa.v1.features import render_pncc_crops
+
+    p = np.repeat(mean_params, 2, 0)
+    p[1] = np.nan
+    out = render_pncc_crops(p)
+    assert out.shape == (2, 120, 120, 3) and out.dtype == np.uint8
+    face = out[0].any(axis=2)
+    assert 0.1 < face.mean() < 0.8
+    assert not out[1].any()  # a non-finite estimate renders nothing
+    # NCC x grows to the right of the image for a frontal face (channel 0 = x)
+    cols = np.nonzero(face.any(0))[0]
+    left = out[0][:, cols[0] + 3][face[:, cols[0] + 3], 0].mean()
+    right = out[0][:, cols[-1] - 3][face[:, cols[-1] - 3], 0].mean()
+    assert right > left + 100
+
+
+def test_paf_samples_the_crop_at_the_anchors(mean_params):
+    from tddfa.v1.features import anchors_crop, render_paf_crops
+
+    yy, xx = np.mgrid[0:120, 0:120]
+    crop = np.stack([xx * 2, yy * 2, np.full_like(xx, 77)], -1).astype(np.uint8)[None]
+    paf = render_paf_crops(crop, mean_params, kernel=3)
+    assert paf.shape == (1, 192, 192, 3)
+    a = anchors_crop(mean_params)[0].reshape(64, 64, 3)
+    # the centre of patch (i, j) is the bilinear sample at anchor (i, j): a linear ramp → exact
+    centre = paf[0, 1::3, 1::3].astype(float)
+    inside = (a[..., 0] > 1) & (a[..., 0] < 118) & (a[..., 1] > 1) & (a[..., 1] < 118)
+    assert inside.mean() > 0.9
+    np.testing.assert_allclose(centre[inside, 0], 2 * a[inside, 0], atol=0.51)
+    np.testing.assert_allclose(centre[inside, 1], 2 * a[inside, 1], atol=0.51)
+    # offsets: the patch's right neighbour is one pixel to the right
+    np.testing.assert_allclose(paf[0, 1::3, 2::3][inside, 0].astype(float), 2 * a[inside, 0] + 2, atol=0.51)
+    assert np.all(paf[0, 1::3, 1::3][inside, 2] == 77)
+
+
+def test_paf_bad_input(mean_params):
+    from tddfa.v1.features import render_paf_crops
+
+    with pytest.raises(InputError):
+        render_paf_crops(np.zeros((1, 60, 60, 3), np.uint8), mean_params)
+    with pytest.raises(InputError):
+        render_paf_crops(np.zeros((1, 120, 120, 3), np.uint8), mean_params, kernel=2)
+    with pytest.raises(InputError):
+        render_paf_crops(np.zeros((2, 120, 120, 3), np.uint8), mean_params)
+
+
+def test_paf_render_kind(shared):
+    from tddfa.face.crop import roi_from_box
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.models.regressor import load_param_stats
+    from tddfa.pipeline.aligner import faces_from_params
+    from tddfa.render.registry import RENDERERS, render
+
+    assert "paf" in RENDERERS
+    mean, _ = load_param_stats()
+    img = np.full((300, 300, 3), 128, np.uint8)
+    roi = roi_from_box(np.array([100, 100, 200, 200]))
+    faces = faces_from_params(load_morphable_model("sparse"), mean[None], roi[None])
+    out = render("paf", img, faces)
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (out != img).any()
