@@ -47,6 +47,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _is_cascade_config(path: str | None) -> bool:
+    """Whether the YAML at ``path`` has a top-level ``cascade`` section (an unreadable file is
+    left to :func:`~tddfa.train.config.load_config`, which reports it)."""
+    if not path:
+        return False
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and "cascade" in raw
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``tddfa train``; returns the exit code."""
     from tddfa.errors import InputError
@@ -83,15 +97,11 @@ def run(args: argparse.Namespace) -> int:
             if not isinstance(node, dict):
                 raise InputError(f"--set {key}: {k} is not a mapping of keys")
         node[parts[-1]] = parsed
-    cfg = load_config(args.config, over)
-    if "cascade" in cfg:  # a 3DDFA V1 cascade config (configs/cascade.yaml): its own defaults
-        import yaml
+    if _is_cascade_config(args.config):  # a 3DDFA V1 cascade config: its own defaults and schema
+        from tddfa.v1.cascade_train import CASCADE_DEFAULTS, train_cascade
 
-        from tddfa.train.config import _merge
-        from tddfa.v1.cascade_train import train_cascade
-
-        raw = _merge(yaml.safe_load(Path(args.config).read_text()) or {}, over)
-        summary = train_cascade(raw, resume=not args.no_resume)
+        cfg = load_config(args.config, over, defaults=CASCADE_DEFAULTS)
+        summary = train_cascade(cfg, resume=not args.no_resume)
         if args.json:
             print(json.dumps(summary, indent=1, default=str))
         else:
@@ -101,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
                       + (f", validation NME {val:.3f}%" if val is not None else ""))
             print("onnx: " + ", ".join(summary["onnx"]))
         return 0
+    cfg = load_config(args.config, over)
     summary = train(cfg, resume=not args.no_resume)
     if summary.get("checkpoint"):
         if args.json:

@@ -55,8 +55,10 @@ def _expand(obj):
     return obj
 
 
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
-    """Read a YAML config, merge it over :data:`DEFAULTS` and ``overrides``, expand ``${VAR}``."""
+def load_config(path: str | Path | None = None, overrides: dict | None = None,
+                defaults: dict | None = None) -> dict:
+    """Read a YAML config, merge it over ``defaults`` (:data:`DEFAULTS`) and ``overrides``, expand
+    ``${VAR}`` and validate it against the defaults' schema (:func:`validate_config`)."""
     yaml = require("yaml", "train")
     os.environ.setdefault("TDDFA_SHARED", "../shared")
     os.environ.setdefault("TDDFA_TRAIN_DATA", "data")
@@ -76,10 +78,10 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
             raise InputError(f"{p}: cannot read the config ({exc})") from exc
         if not isinstance(cfg, dict):
             raise InputError(f"{p}: a config must be a mapping, got {type(cfg).__name__}")
-    cfg = _merge(DEFAULTS, cfg)
+    cfg = _merge(DEFAULTS if defaults is None else defaults, cfg)
     if overrides:
         cfg = _merge(cfg, overrides)
-    return validate_config(_expand(cfg))
+    return validate_config(_expand(cfg), None if defaults is None else defaults)
 
 
 def _schema() -> dict:
@@ -94,7 +96,7 @@ def _schema() -> dict:
     return schema
 
 
-def validate_config(cfg: dict) -> dict:
+def validate_config(cfg: dict, schema: dict | None = None) -> dict:
     """Check a merged config against the schema derived from :data:`DEFAULTS` and return it
     (numeric strings such as ``"1e-4"`` become numbers).
 
@@ -108,7 +110,7 @@ def validate_config(cfg: dict) -> dict:
     """
     if not isinstance(cfg, dict):
         raise InputError(f"a config must be a mapping, got {type(cfg).__name__}")
-    _check_section(cfg, _schema(), "")
+    _check_section(cfg, _schema() if schema is None else schema, "")
     return cfg
 
 
