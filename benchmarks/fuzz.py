@@ -287,8 +287,9 @@ class Worker:
 
 
 def run(seconds_per_target: float, targets: list[str] | None = None, seed: int = 0,
-        work: Path | None = None, log=print) -> dict:
-    """Fuzz each target for ``seconds_per_target``; returns the summary dict."""
+        work: Path | None = None, log=print, min_cases: int = 1) -> dict:
+    """Fuzz each target for ``seconds_per_target`` (and at least ``min_cases`` cases); returns the
+    summary dict."""
     import tempfile
 
     work = Path(work or tempfile.mkdtemp(prefix="tddfa-fuzz-"))
@@ -306,7 +307,7 @@ def run(seconds_per_target: float, targets: list[str] | None = None, seed: int =
             case = work / f"case_{target}{seeds[target][0].suffix if seeds[target] else ''}"
             end = time.time() + seconds_per_target
             first = True
-            while time.time() < end and datas:
+            while datas and (time.time() < end or stats["cases"] < min_cases):
                 i = rng.randrange(len(datas))
                 data = datas[i] if first else mutate(datas[i], rng, datas)
                 first = False

@@ -89,6 +89,7 @@ def test_sigterm_removes_temporary_files(shared, tmp_path):
     assert list(tmp_path.iterdir()) == [], list(tmp_path.iterdir())
 
 
+@pytest.mark.slow  # end to end with SIGKILL; the fast unit test below covers the clean-up rule
 def test_stale_temporary_files_of_a_killed_run_are_removed_by_the_next(shared, tmp_path):
     proc = _start(shared, tmp_path)
     _wait_for_temp(tmp_path, proc)
