@@ -103,6 +103,9 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     f.add_argument("--split", action="append", required=True,
                    help="split name (repeatable), e.g. helen_train")
     f.add_argument("--out", required=True, help="output manifest (.npz)")
+    f.add_argument("--march", type=int, default=0, metavar="ROUNDS",
+                   help="rounds of landmark marching (300W-LP label style: the jaw landmarks "
+                        "follow the visible contour); 0 = fixed correspondence")
     f.set_defaults(func=run_data)
     pr = sub.add_parser("profile", help="synthesise large-pose views (face profiling)",
                         description="Rotates every face of a manifest out of plane (3DDFA's "
@@ -116,6 +119,11 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     pr.add_argument("--limit", type=int, help="only the first N faces")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--no-original", action="store_true", help="do not include the source view")
+    pr.add_argument("--march", action="store_true",
+                    help="landmarks (and rois) in 300W-LP style: contour points on the visible "
+                         "silhouette under each new pose")
+    pr.add_argument("--pitches", help="pitch grid (degrees, e.g. -20,-10,0,10,20): the views of "
+                                      "a face cycle through it, jittered by ±PITCH/4")
     pr.set_defaults(func=run_data)
     p.set_defaults(func=run_data)
     return p
@@ -130,7 +138,7 @@ def run_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "fit":
         sets, errs = [], []
         for split in args.split:
-            ss, e = fit_300w_split(args.root, split)
+            ss, e = fit_300w_split(args.root, split, march=args.march)
             sets.append(ss)
             errs.append(e)
             q = np.percentile(e * 100, [10, 50, 90, 99])
@@ -147,8 +155,11 @@ def run_data(args: argparse.Namespace) -> int:
         if args.limit:
             ss = ss.subset(slice(0, args.limit))
         yaws = [float(y) for y in args.yaws.split(",") if y.strip()]
+        pitches = ([float(v) for v in args.pitches.split(",") if v.strip()]
+                   if args.pitches else None)
         out = build_profiled_set(ss, args.out_dir, yaws, pitch_range=args.pitch, seed=args.seed,
-                                 include_original=not args.no_original)
+                                 include_original=not args.no_original, march=args.march,
+                                 pitches=pitches)
         n = len(load_manifest(out))
         print(f"wrote {out} ({n} views)")
         return 0
