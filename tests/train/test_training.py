@@ -106,8 +106,8 @@ def test_bad_images_and_mats_are_skipped_and_counted(helen, tmp_path, caplog):
     ds = FaceDataset(ss, mean, std)
     items = [ds[0], ds[1]]
     assert items[1] is None and ds.skipped == 1
-    x, p, n_bad = collate_skip(items)
-    assert x.shape == (1, 3, 120, 120) and n_bad == 1
+    x, p, lm, n_bad = collate_skip(items)
+    assert x.shape == (1, 3, 120, 120) and n_bad == 1 and lm.shape == (1, 68, 2)
     assert collate_skip([None]) is None
 
     # 300W-LP reader: a good sample in the release's convention, one with landmarks only

@@ -344,7 +344,8 @@ def _target_angles(cur_yaw: float, yaws: list[float], rng: np.random.Generator,
 def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45, 60, 75, 90),
                        pitch_range: float = 10.0, seed: int = 0, quality: int = 95,
                        include_original: bool = True, progress: bool = True,
-                       march: bool = False, pitches: list[float] | None = None) -> Path:
+                       march: bool = False, pitches: list[float] | None = None,
+                       shard: tuple[int, int] = (0, 1)) -> Path:
     """Synthesise rotated views of every sample and write them with a manifest. Resumable.
 
     For each face, each target |yaw| in ``yaws`` beyond its current |yaw| gives one view, turned
@@ -358,30 +359,36 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
         samples: a :class:`~tddfa.training.data.SampleSet` (e.g. from ``tddfa data fit``).
         out_dir: output folder.
 
+    With ``shard=(k, n)`` only faces ``i % n == k`` are done (records go to
+    ``records.{k}of{n}.jsonl``), so ``n`` processes can share the work; the manifest gathers
+    every shard's records finished so far.
+
     Returns:
         the manifest path.
     """
-    from tddfa.train.samples import SampleSet, save_manifest
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rec_path = out / "records.jsonl"
+    k_shard, n_shard = shard
+    if not 0 <= k_shard < n_shard:
+        raise InputError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    rec_path = out / ("records.jsonl" if n_shard == 1 else f"records.{k_shard}of{n_shard}.jsonl")
     done: set[str] = set()
-    if rec_path.is_file():
-        for line in rec_path.read_text().splitlines():
+    for rp in sorted(out.glob("records*.jsonl")):
+        for line in rp.read_text().splitlines():
             try:
                 done.add(json.loads(line)["source"])
             except (ValueError, KeyError):
                 continue
-    todo = [i for i in range(len(samples)) if str(samples.names[i]) not in done]
+    todo = [i for i in range(len(samples))
+            if str(samples.names[i]) not in done and i % n_shard == k_shard]
     log.info("profiling: %d faces done, %d to do", len(done), len(todo))
     skipped = 0
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="profile",
-                   unit="face")
+        bar = tqdm(total=len(todo), desc="profile", unit="face")
     with open(rec_path, "a") as rec:
         for i in todo:
             name = str(samples.names[i])
@@ -430,9 +437,24 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
                 bar.update(1)
     if bar is not None:
         bar.close()
+    if skipped:
+        log.warning("profiling: %d face(s) skipped", skipped)
+    return write_profiled_manifest(out, skipped)
+
+
+def write_profiled_manifest(out_dir: str | Path, skipped: int = 0) -> Path:
+    """(Re)write ``out_dir/manifest.npz`` from every ``records*.jsonl`` there (also those of
+    other shards and of an unfinished run)."""
+    from tddfa.train.samples import SampleSet, save_manifest
+
+    out = Path(out_dir)
     names, images, rois, params, lms = [], [], [], [], []
-    for line in rec_path.read_text().splitlines():
-        r = json.loads(line)
+    lines = [ln for rp in sorted(out.glob("records*.jsonl")) for ln in rp.read_text().splitlines()]
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:  # a line being written by a running shard
+            continue
         for v in r["views"]:
             names.append(Path(v["image"]).stem)
             images.append(str((out / v["image"]).resolve()))
@@ -443,6 +465,4 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
         raise InputError(f"profiling produced no view ({skipped} faces skipped)")
     ss = SampleSet(np.array(names), np.array(images), np.array(rois, np.float32),
                    np.array(params, np.float32), np.array(lms, np.float32), skipped=skipped)
-    if skipped:
-        log.warning("profiling: %d face(s) skipped", skipped)
     return save_manifest(out / "manifest.npz", ss)
