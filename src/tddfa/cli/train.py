@@ -177,7 +177,7 @@ def run_data(args: argparse.Namespace) -> int:
         from tddfa.train.profiling import build_profiled_set, write_profiled_manifest
 
         if args.manifest_only:
-            out = write_profiled_manifest(args.out_dir)
+            out = write_profiled_manifest(args.out_dir, march=args.march)
             print(f"wrote {out} ({len(load_manifest(out))} views)")
             return 0
         k, _, n = args.shard.partition("/")

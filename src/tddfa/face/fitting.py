@@ -338,7 +338,8 @@ def march_contour(params: np.ndarray, model=None) -> np.ndarray:
     """Landmark-to-vertex correspondence of 300W-LP's landmark marching.
 
     Each contour landmark moves to the vertex of its :func:`contour_lines` line that lies
-    outermost in the image along the face's left-right direction under the pose of ``params``
+    outermost in the image along the face's left-right direction (perpendicular to the image
+    of the face's vertical axis) under the pose of ``params``
     (so at large yaw the far-side jaw points move onto the visible silhouette, as in the
     AFLW2000-3D ground truth; on the near side the landmark's own vertex stays outermost).
 
@@ -358,7 +359,13 @@ def march_contour(params: np.ndarray, model=None) -> np.ndarray:
     kp = kp[0::3] // 3 if kp.size == 204 else kp
     idx = np.tile(kp.astype(np.int64), (len(p), 1))
     P = p[:, :12].reshape(-1, 3, 4)
-    e = P[:, :2, 0] / np.maximum(np.linalg.norm(P[:, :2, 0], axis=1, keepdims=True), 1e-12)
+    # the face's left-right image direction: perpendicular to the image of its vertical axis
+    # (well defined up to 90° yaw, unlike the image of the model x axis, which vanishes there),
+    # signed like the image of the x axis
+    vert = P[:, :2, 1]
+    e = np.stack([vert[:, 1], -vert[:, 0]], axis=1)
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    e *= np.where(np.einsum("bi,bi->b", e, P[:, :2, 0]) < 0, -1.0, 1.0)[:, None]
     u = np.asarray(mm.u, np.float64).reshape(-1, 3)
     w = np.asarray(mm.w, np.float64).reshape(-1, 3, 50)
     allv = np.unique(np.concatenate(lines))

@@ -49,11 +49,17 @@ def _set(cfg: dict, key: str, value: Any) -> None:
 def load_ablation(path: str | Path) -> dict:
     """Read an ablation config (YAML): ``base`` (a training config path, relative to this file,
     or a mapping), ``seeds``, ``out_dir``, ``results``, ``plot``, ``eval``, ``rows``."""
+    import os
+
+    from tddfa.train.config import _expand
+
     yaml = require("yaml", "train")
     p = Path(path)
     if not p.is_file():
         raise InputError(f"ablation config not found: {p}")
-    cfg = yaml.safe_load(p.read_text()) or {}
+    os.environ.setdefault("TDDFA_SHARED", "../shared")
+    os.environ.setdefault("TDDFA_TRAIN_DATA", "data")
+    cfg = _expand(yaml.safe_load(p.read_text()) or {})
     for k in ("base", "rows"):
         if k not in cfg:
             raise InputError(f"{p}: an ablation config needs '{k}'")

@@ -439,12 +439,30 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
         bar.close()
     if skipped:
         log.warning("profiling: %d face(s) skipped", skipped)
-    return write_profiled_manifest(out, skipped)
+    return write_profiled_manifest(out, skipped, march=march)
 
 
-def write_profiled_manifest(out_dir: str | Path, skipped: int = 0) -> Path:
+def remarch(samples):
+    """Re-derive the landmarks of a sample set in 300W-LP style from its parameters: the
+    marched landmarks (:func:`tddfa.face.fitting.marched_landmarks`), the roi from them, and
+    the parameters re-expressed in that roi's crop frame. Returns a new set."""
+    from tddfa.face.fitting import crop_to_image_frame, marched_landmarks
+    from tddfa.train.samples import SampleSet
+
+    rois = np.asarray(samples.roi_boxes, np.float64)
+    lm = crop_to_image_frame(marched_landmarks(samples.params)[..., :2], rois)
+    new_rois = np.stack([roi_from_landmarks(p) for p in lm])
+    params = np.stack([reframe_params(p, a, b)
+                       for p, a, b in zip(samples.params, rois, new_rois, strict=True)])
+    return SampleSet(samples.names, samples.images, new_rois.astype(np.float32),
+                     params.astype(np.float32), lm.astype(np.float32), samples.skipped,
+                     dict(samples.meta))
+
+
+def write_profiled_manifest(out_dir: str | Path, skipped: int = 0, march: bool = False) -> Path:
     """(Re)write ``out_dir/manifest.npz`` from every ``records*.jsonl`` there (also those of
-    other shards and of an unfinished run)."""
+    other shards and of an unfinished run); with ``march`` the landmarks, rois and parameters
+    are re-derived by :func:`remarch`."""
     from tddfa.train.samples import SampleSet, save_manifest
 
     out = Path(out_dir)
@@ -465,4 +483,6 @@ def write_profiled_manifest(out_dir: str | Path, skipped: int = 0) -> Path:
         raise InputError(f"profiling produced no view ({skipped} faces skipped)")
     ss = SampleSet(np.array(names), np.array(images), np.array(rois, np.float32),
                    np.array(params, np.float32), np.array(lms, np.float32), skipped=skipped)
+    if march:
+        ss = remarch(ss)
     return save_manifest(out / "manifest.npz", ss)

@@ -105,7 +105,7 @@ def _worker_options(workers: int) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 #: values of ``loss.main``
-MAIN_LOSSES = ("fwpdc", "wpdc", "vdc", "pdc", "meta", "joint")
+MAIN_LOSSES = ("fwpdc", "wpdc", "vdc", "pdc", "meta", "joint", "none")
 #: loss parts logged in ``log.csv``
 LOG_PARTS = ("fwpdc", "vdc", "wpdc", "pdc", "lmk", "lm_reg", "distill")
 
@@ -160,6 +160,7 @@ class Trainer:
         if cfg["loss"]["main"] != "meta":
             n_held = 0
         held_idx, train_idx = order[:n_held], order[n_held:]
+        self._held_names = set(map(str, samples.names[held_idx]))
         if cfg["data"].get("limit"):
             train_idx = train_idx[: int(cfg["data"]["limit"])]
         if len(train_idx) == 0:
@@ -366,7 +367,7 @@ class Trainer:
             if held is not None:
                 return self.meta.weights(self.model, x, target, held[0], held[1])
             return {"fwpdc": 1.0}  # no usable held-out sample: plain fWPDC
-        return {main: 1.0}
+        return {} if main == "none" else {main: 1.0}
 
     def _validate(self) -> dict[str, float] | None:
         vc = self.cfg["data"].get("val")
@@ -450,7 +451,7 @@ class Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{lv:.3g}")
                     if self.main and (self.step % int(tc["log_every"]) == 0 or self.step == self.steps):
-                        choice = max(weights, key=weights.get)
+                        choice = max(weights, key=weights.get) if weights else "-"
                         writer.writerow([self.step, epoch, f"{self.sched.get_last_lr()[0]:.3g}",
                                          f"{np.mean(losses_window):.6g}",
                                          *[f"{parts.get(k, float('nan')):.6g}" for k in
@@ -467,6 +468,8 @@ class Trainer:
                     if self.main and self.step % int(tc["ckpt_every"]) == 0:
                         self._save_state(self.out / "last.pth")
                 epoch += 1
+                if self.cfg["data"].get("reload"):
+                    self._reload_train()
         finally:
             if bar is not None:
                 bar.close()
@@ -493,6 +496,20 @@ class Trainer:
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         return summary
+
+    def _reload_train(self) -> None:
+        """Re-read the training sources (``data.reload``: a manifest still growing, e.g. while
+        ``tddfa data profile`` shards run); held-out samples stay out."""
+        from tddfa.train.samples import SampleSet
+
+        srcs = self.cfg["data"]["train"]
+        srcs = [srcs] if isinstance(srcs, dict) else srcs
+        samples = SampleSet.concat([_load_source(s, self.out) for s in srcs])
+        keep = np.array([str(n) not in self._held_names for n in samples.names])
+        if keep.sum() > len(self.train_set):
+            self.train_set.samples = samples.subset(np.flatnonzero(keep))
+            self.n_train = len(self.train_set)
+            log.info("reloaded the training sources: %d samples", self.n_train)
 
     def _freeze_bn(self) -> None:
         for m in self.model.modules():
