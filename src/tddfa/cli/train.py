@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
                   f"skipped samples: {summary['skipped']}"
                   + (f"; meta-joint choices {summary['meta_choices']}"
                      if summary.get("meta_choices") else "") + "\n"
-                  f"checkpoint: {summary['checkpoint']}\nonnx: {summary['onnx']}")
+                  f"checkpoint: {summary['checkpoint']}\nonnx: {summary.get('onnx', '-')}")
     return 0
 
 

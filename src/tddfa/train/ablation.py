@@ -110,9 +110,12 @@ def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
     model = tr.model
     model.eval()
     if ev.get("val_manifest"):
-        from tddfa.train.validation import ManifestValidator
-
-        v = ManifestValidator(ev["val_manifest"], ev.get("val_limit"))(model)
+        last = (summary.get("val") or [None])[-1]
+        vc = cfg["data"].get("val") or {}
+        same = (last is not None and last.get("step") == summary["steps"]
+                and str(vc.get("manifest")) == str(ev["val_manifest"])
+                and vc.get("limit") == ev.get("val_limit"))
+        v = last if same else _validator(ev["val_manifest"], ev.get("val_limit"))(model)
         res.update(val_b0=v["nme_b0"], val_b1=v["nme_b1"], val_b2=v["nme_b2"], val_mean=v["nme"])
     if ev.get("aflw2000"):
         from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
@@ -138,6 +141,19 @@ def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
                                           int(st.get("n_faces", 8)), int(st.get("n_frames", 24)))
     res_path.write_text(json.dumps(res, indent=1))
     return res
+
+
+_VALIDATORS: dict = {}
+
+
+def _validator(manifest: str, limit: int | None):
+    """A :class:`~tddfa.train.validation.ManifestValidator`, read once per process."""
+    from tddfa.train.validation import ManifestValidator
+
+    key = (str(manifest), limit)
+    if key not in _VALIDATORS:
+        _VALIDATORS[key] = ManifestValidator(manifest, limit)
+    return _VALIDATORS[key]
 
 
 def aggregate(results: list[dict]) -> dict[str, dict]:

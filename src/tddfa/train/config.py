@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
               "schedule": "cosine", "warmup_steps": 0, "milestones": [0.6, 0.85], "gamma": 0.2},
     "train": {"steps": 1000, "batch_size": 32, "log_every": 10, "val_every": 200,
               "ckpt_every": 200, "freeze_bn": False, "progress": True,
-              "tensorboard": False},
+              "tensorboard": False, "export_onnx": True},
 }
 
 

@@ -375,9 +375,9 @@ class Trainer:
             return None
         if vc.get("manifest"):
             if getattr(self, "_validator", None) is None:
-                from tddfa.train.validation import ManifestValidator
+                from tddfa.train.ablation import _validator
 
-                self._validator = ManifestValidator(vc["manifest"], vc.get("limit"))
+                self._validator = _validator(vc["manifest"], vc.get("limit"))
             return self._validator(self.model)
         return validate_300w(self.model, vc["root"], vc.get("split", "helen_test"), vc.get("limit"))
 
@@ -485,7 +485,8 @@ class Trainer:
             from tddfa.train.export import export_checkpoint, export_onnx
 
             summary["checkpoint"] = str(export_checkpoint(self.model, self.out / "model.pth"))
-            summary["onnx"] = str(export_onnx(self.model, self.out / "model.onnx"))
+            if tc.get("export_onnx", True):
+                summary["onnx"] = str(export_onnx(self.model, self.out / "model.onnx"))
             summary["val"] = [v for v in val_hist if v]
             if self.skipped:
                 log.warning("%d sample(s) skipped for bad input during training", self.skipped)

@@ -134,7 +134,7 @@ def stability_eval(model, root: str | Path, split: str = "helen_test", n_faces: 
                 raise InputError(f"cannot read {root / split / name}.jpg")
             motion = smooth_random_motion(n_frames, gt.mean(axis=0), seed=seed * 1000 + k)
             frames = synthesize_video(img, motion)
-            truth = transform_points(gt[None].repeat(n_frames, 0), motion.matrices)
+            truth = transform_points(gt, motion.matrices)
             rois = np.stack([roi_from_landmarks(t) for t in truth])
             crops = np.stack([crop_roi(f, r) for f, r in zip(frames, rois, strict=True)])
             with torch.no_grad():
