@@ -52,14 +52,26 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     a.add_argument("--config", required=True, help="ablation YAML (e.g. configs/ablation.yaml)")
     a.add_argument("--only", action="append", help="run only this row (repeatable)")
     a.add_argument("--json", action="store_true", help="print the results JSON")
+    a.add_argument("--table-only", action="store_true",
+                   help="print the Markdown table of the config's results JSON; train nothing")
     a.set_defaults(func=run_ablation_cmd)
     return p
 
 
 def run_ablation_cmd(args: argparse.Namespace) -> int:
     """Run ``tddfa train ablation``; prints the table (or JSON); returns the exit code."""
-    from tddfa.train.ablation import markdown_table, run_ablation
+    from tddfa.train.ablation import load_ablation, markdown_table, run_ablation
 
+    if args.table_only:
+        from pathlib import Path
+
+        from tddfa.errors import InputError
+
+        path = Path(load_ablation(args.config)["results"])
+        if not path.is_file():
+            raise InputError(f"no ablation results yet: {path}")
+        print(markdown_table(json.loads(path.read_text())))
+        return 0
     res = run_ablation(args.config, only=args.only)
     print(json.dumps(res, indent=1) if args.json else markdown_table(res))
     return 0
