@@ -86,14 +86,21 @@ def _slug(name: str) -> str:
 
 def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
     """Train one row × seed (or read its finished ``result.json``) and evaluate it."""
-    import torch
 
     from tddfa.train.config import _merge
     from tddfa.train.trainer import Trainer
 
     res_path = out_dir / "result.json"
     if res_path.is_file():
-        return json.loads(res_path.read_text())
+        res = json.loads(res_path.read_text())
+        if ev.get("aflw2000") and "aflw_mean" not in res and (out_dir / "model.pth").is_file():
+            # a finished run evaluated before AFLW2000-3D was switched on: add it
+            from tddfa.train.model import build_model
+
+            res.update(_aflw(build_model(float(base["model"]["width"]),
+                                         str(out_dir / "model.pth")).eval(), ev))
+            res_path.write_text(json.dumps(res, indent=1))
+        return res
     cfg = copy.deepcopy(base)
     for k, v in (row.get("set") or {}).items():
         _set(cfg, k, v)
@@ -118,21 +125,7 @@ def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
         v = last if same else _validator(ev["val_manifest"], ev.get("val_limit"))(model)
         res.update(val_b0=v["nme_b0"], val_b1=v["nme_b1"], val_b2=v["nme_b2"], val_mean=v["nme"])
     if ev.get("aflw2000"):
-        from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
-        from tddfa.face.fitting import param_prior
-        from tddfa.train.model import to_input
-        from tddfa.train.validation import summarize
-
-        mean, std = param_prior()
-
-        def predict(crops: np.ndarray) -> np.ndarray:
-            with torch.no_grad():
-                return model(to_input(crops))[0].numpy().astype(np.float64) * std + mean
-
-        r = eval_aflw2000_crop(predict, ev["aflw2000"], pose=False, limit=ev.get("aflw_limit"))
-        a = summarize(np.asarray(r.arrays["nme"]), np.asarray(r.arrays["yaw"]))
-        res.update(aflw_b0=a["nme_b0"], aflw_b1=a["nme_b1"], aflw_b2=a["nme_b2"],
-                   aflw_mean=a["nme"])
+        res.update(_aflw(model, ev))
     if row.get("stability") and ev.get("stability"):
         from tddfa.train.validation import stability_eval
 
@@ -141,6 +134,27 @@ def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
                                           int(st.get("n_faces", 8)), int(st.get("n_frames", 24)))
     res_path.write_text(json.dumps(res, indent=1))
     return res
+
+
+def _aflw(model, ev: dict) -> dict[str, float]:
+    """AFLW2000-3D crop-protocol NME by bucket of a torch model (reported, never chosen on)."""
+    import torch
+
+    from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
+    from tddfa.face.fitting import param_prior
+    from tddfa.train.model import to_input
+    from tddfa.train.validation import summarize
+
+    mean, std = param_prior()
+
+    def predict(crops: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model(to_input(crops))[0].numpy().astype(np.float64) * std + mean
+
+    r = eval_aflw2000_crop(predict, ev["aflw2000"], pose=False, limit=ev.get("aflw_limit"))
+    a = summarize(np.asarray(r.arrays["nme"]), np.asarray(r.arrays["yaw"]))
+    return {"aflw_b0": a["nme_b0"], "aflw_b1": a["nme_b1"], "aflw_b2": a["nme_b2"],
+            "aflw_mean": a["nme"]}
 
 
 _VALIDATORS: dict = {}
