@@ -20,14 +20,24 @@ pytestmark = needs_shared
 
 
 def test_tiny_ablation(shared, tmp_path):
+    from tddfa.face.crop import roi_from_landmarks
+    from tddfa.face.fitting import fit_landmarks
     from tddfa.train.ablation import markdown_table, run_ablation
-    from tddfa.train.samples import fit_300w_split, save_manifest
+    from tddfa.train.samples import SampleSet, save_manifest
 
     root = shared / "datasets" / "300w-crops"
-    tr, _ = fit_300w_split(root, "helen_train")
-    va, _ = fit_300w_split(root, "helen_test")
-    train_m = save_manifest(tmp_path / "train.npz", tr.subset(slice(0, 24)))
-    val_m = save_manifest(tmp_path / "val.npz", va.subset(slice(0, 12)))
+
+    def labels(split: str, n: int, out: str):
+        z = np.load(root / f"{split}.npz")
+        names = z["names"][:n].astype(str)
+        lm = z["landmarks"][:n].astype(np.float32)
+        rois = np.stack([roi_from_landmarks(p) for p in lm]).astype(np.float32)
+        images = np.array([str(root / split / f"{nm}.jpg") for nm in names])
+        ss = SampleSet(names, images, rois, fit_landmarks(lm, rois).params, lm)
+        return save_manifest(tmp_path / out, ss)
+
+    train_m = labels("helen_train", 24, "train.npz")
+    val_m = labels("helen_test", 12, "val.npz")
     base = {
         "threads": 1,
         "model": {"width": 0.5, "init": "mb05", "reinit": ["fc_param"],

@@ -167,3 +167,38 @@ def draw_samples(model, validator: ManifestValidator, n: int = 8) -> np.ndarray:
                 cv2.circle(t, (int(round((x - 1) * 2)), int(round((120 - y) * 2))), 2, col, -1)
         tiles.append(t[:, :, ::-1])
     return np.concatenate(tiles, axis=1)
+
+
+def validate_300w(model, root: str | Path, split: str = "helen_test", limit: int | None = None,
+                  batch_size: int = 64) -> dict[str, float]:
+    """2-D NME (percent, √(w·h) of the GT box) of ``model`` on a 300W-crops split, cropping each
+    face with :func:`~tddfa.crop.roi_from_landmarks` of its annotation (the AFLW2000 protocol)."""
+    from tddfa.face.crop import crop_roi, roi_from_landmarks
+    from tddfa.face.fitting import nme, param_prior
+    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
+    from tddfa.train.dataset import _read_image
+    from tddfa.train.model import to_input
+
+    root = Path(root)
+    with np.load(root / f"{split}.npz", allow_pickle=False) as z:
+        names = np.asarray(z["names"]).astype(str)
+        gt = np.asarray(z["landmarks"], np.float32)
+    if limit:
+        names, gt = names[:limit], gt[:limit]
+    rois = np.stack([roi_from_landmarks(p) for p in gt])
+    crops = np.stack([crop_roi(_read_image(str(root / split / f"{n}.jpg")), r)
+                      for n, r in zip(names, rois, strict=True)])
+    mean, std = param_prior()
+    m = getattr(model, "module", model)
+    was = m.training
+    m.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(crops), batch_size):
+            out.append(m(to_input(crops[i:i + batch_size]))[0].numpy())
+    m.train(was)
+    params = np.concatenate(out).astype(np.float64) * std + mean
+    mm = load_morphable_model()
+    lm = to_image_frame(mm.reconstruct(params), rois)[..., :2]
+    e = nme(lm, gt) * 100
+    return {"nme": float(e.mean()), "nme_median": float(np.median(e)), "n": int(len(e))}
