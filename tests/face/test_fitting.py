@@ -65,3 +65,61 @@ def test_frames_round_trip_and_bad_input():
         fit_landmarks(np.zeros((2, 5, 2)), rois)
     with pytest.raises(InputError):
         fit_landmarks(np.zeros((3, 68, 2)), rois)
+
+
+def _posed(yaw_deg: float) -> np.ndarray:
+    """Mean-face parameters turned to ``yaw_deg`` (crop frame, scale of the mean)."""
+    from tddfa.face.fitting import param_prior
+    from tddfa.face.pose import angles_to_rotation
+
+    mean, _ = param_prior()
+    p = mean.copy()
+    P = p[:12].reshape(3, 4)
+    s = np.linalg.norm(P[0, :3])
+    P[:, :3] = s * angles_to_rotation(np.radians(yaw_deg), 0.0, 0.0)
+    p[:12] = P.reshape(-1)
+    return p
+
+
+def test_landmark_marching_moves_only_the_far_side_to_the_silhouette():
+    from tddfa.face.fitting import CONTOUR, contour_lines, march_contour, marched_landmarks
+    from tddfa.face.morphable_model import load_morphable_model
+
+    mm = load_morphable_model()
+    if not mm.has_dense:
+        pytest.skip("needs the dense model")
+    kp = np.asarray(mm.keypoints)
+    lines = contour_lines()
+    assert all(line[0] == kp[k] for k, line in enumerate(lines)) and len(lines[8]) == 1
+    left = [k for k in CONTOUR if k < 8][:5]  # upper jaw: 0..4 and 12..16
+    right = [k for k in CONTOUR if k > 8][-5:]
+    moved = {}
+    for yaw in (-60.0, 60.0):
+        p = _posed(yaw)
+        idx = march_contour(p[None])[0]
+        assert np.array_equal(idx[17:], kp[17:]) and idx[8] == kp[8]
+        moved[yaw] = (int((idx[left] != kp[left]).sum()), int((idx[right] != kp[right]).sum()))
+        # the marched points are at least as far out (along the face's left-right axis) as the
+        # fixed ones, and on the far side strictly further
+        lm_m = marched_landmarks(p[None])[0]
+        lm_f = mm.reconstruct(p[None])[0]
+        e = p[:12].reshape(3, 4)[:2, 0] / np.linalg.norm(p[:12].reshape(3, 4)[:2, 0])
+        for k in left + right:
+            side = -1 if k < 8 else 1
+            assert side * lm_m[k, :2] @ e >= side * lm_f[k, :2] @ e - 1e-3
+    # one side moves at +60°, the other at −60°; the near side keeps its vertices
+    assert sorted([moved[60.0][0], moved[60.0][1]]) [0] <= 1
+    assert max(moved[60.0]) >= 4 and max(moved[-60.0]) >= 4
+    assert np.argmax(moved[60.0]) != np.argmax(moved[-60.0])
+
+
+def test_fit_with_marching(shared):
+    from tddfa.face.crop import roi_from_landmarks
+    from tddfa.face.fitting import fit_landmarks, nme
+
+    z = np.load(shared / "datasets" / "300w-crops" / "helen_test.npz")
+    lm = z["landmarks"][:40].astype(np.float64)
+    rois = np.stack([roi_from_landmarks(p) for p in lm])
+    e0 = nme(fit_landmarks(lm, rois).landmarks, lm).mean()
+    e2 = nme(fit_landmarks(lm, rois, march=2).landmarks, lm).mean()
+    assert e2 < e0 + 0.0005, (e0, e2)  # marching fits the contour at least as well

@@ -89,6 +89,36 @@ def test_augmentation_keeps_labels_on_the_face(helen):
     np.testing.assert_allclose(q, p, rtol=1e-5, atol=1e-4)
 
 
+def test_augmented_landmarks_follow_the_image(helen):
+    """Labelled landmarks go through the same warps and flips as the crop and its parameters:
+    they stay within the fit's error of the augmented parameters' landmarks."""
+    from tddfa.face.morphable_model import load_morphable_model
+    from tddfa.train.augment import Augmenter
+    from tddfa.train.dataset import FaceDataset
+
+    mm = load_morphable_model()
+    aug = Augmenter(rotate_deg=20, shift=0.08, p_noise=0, p_blur=0, color=0, p_gray=0, p_flip=0.5)
+    img = cv2.imread(helen.images[5])
+    for seed in range(6):
+        crop, q, pts = aug(img, helen.roi_boxes[5], helen.params[5], np.random.default_rng(seed),
+                           landmarks=helen.landmarks[5])
+        lq = mm.reconstruct(q[None])[0][:, :2]
+        assert pts.shape == (68, 2)
+        assert np.linalg.norm(pts - lq, axis=1).mean() < 2.5
+    # the dataset hands them out in the crop frame (NaN without labelled landmarks)
+    from tddfa.face.fitting import param_prior
+
+    mean, std = param_prior()
+    ds = FaceDataset(helen.subset([5]), mean, std, aug)
+    x, p, pts = ds[0]
+    assert x.shape == (3, 120, 120) and np.isfinite(pts).all()
+    from tddfa.train.samples import SampleSet
+
+    bare = helen.subset([5])
+    bare = SampleSet(bare.names, bare.images, bare.roi_boxes, bare.params)
+    assert np.isnan(FaceDataset(bare, mean, std, aug)[0][2]).all()
+
+
 def test_bad_images_and_mats_are_skipped_and_counted(helen, tmp_path, caplog):
     import scipy.io as sio
 
@@ -106,8 +136,8 @@ def test_bad_images_and_mats_are_skipped_and_counted(helen, tmp_path, caplog):
     ds = FaceDataset(ss, mean, std)
     items = [ds[0], ds[1]]
     assert items[1] is None and ds.skipped == 1
-    x, p, n_bad = collate_skip(items)
-    assert x.shape == (1, 3, 120, 120) and n_bad == 1
+    x, p, lm, n_bad = collate_skip(items)
+    assert x.shape == (1, 3, 120, 120) and n_bad == 1 and lm.shape == (1, 68, 2)
     assert collate_skip([None]) is None
 
     # 300W-LP reader: a good sample in the release's convention, one with landmarks only

@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description="Train the MobileNet-V1 regressor. Resumes from OUT_DIR/last.pth when present. "
                     "Writes log.csv, val.csv, last.pth, best.pth, model.pth (official layout, "
                     "loads with FaceAligner(checkpoint=...)) and model.onnx.")
-    p.add_argument("--config", required=True, help="YAML config file (see configs/)")
+    p.add_argument("--config", help="YAML config file (see configs/); required unless a "
+                                      "subcommand is given")
     p.add_argument("--out-dir", help="override out_dir of the config")
     p.add_argument("--steps", type=int, help="override train.steps")
     p.add_argument("--init", help="override model.init: mb05, scratch or a checkpoint path")
@@ -44,6 +45,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--threads", type=int, help="torch threads per process")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="train_cmd", metavar="{ablation}")
+    a = sub.add_parser("ablation", help="run the losses/regulariser/augmentation ablation grid",
+                       description="Runs every row x seed of an ablation config (same start, same "
+                                   "budget), evaluates each run and writes the results JSON and "
+                                   "plot named in the config. Finished runs are not redone.")
+    a.add_argument("--config", required=True, help="ablation YAML (e.g. configs/ablation.yaml)")
+    a.add_argument("--only", action="append", help="run only this row (repeatable)")
+    a.add_argument("--json", action="store_true", help="print the results JSON")
+    a.add_argument("--table-only", action="store_true",
+                   help="print the Markdown table of the config's results JSON; train nothing")
+    a.set_defaults(func=run_ablation_cmd)
     return p
 
 
@@ -61,11 +73,32 @@ def _is_cascade_config(path: str | None) -> bool:
     return isinstance(raw, dict) and "cascade" in raw
 
 
+def run_ablation_cmd(args: argparse.Namespace) -> int:
+    """Run ``tddfa train ablation``; prints the table (or JSON); returns the exit code."""
+    from tddfa.train.ablation import load_ablation, markdown_table, run_ablation
+
+    if args.table_only:
+        from pathlib import Path
+
+        from tddfa.errors import InputError
+
+        path = Path(load_ablation(args.config)["results"])
+        if not path.is_file():
+            raise InputError(f"no ablation results yet: {path}")
+        print(markdown_table(json.loads(path.read_text())))
+        return 0
+    res = run_ablation(args.config, only=args.only)
+    print(json.dumps(res, indent=1) if args.json else markdown_table(res))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``tddfa train``; returns the exit code."""
     from tddfa.errors import InputError
     from tddfa.train.trainer import load_config, train
 
+    if not args.config:
+        raise InputError("tddfa train needs --config FILE (or a subcommand: ablation)")
     over: dict = {}
     if args.out_dir:
         over["out_dir"] = args.out_dir
@@ -124,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
                   f"skipped samples: {summary['skipped']}"
                   + (f"; meta-joint choices {summary['meta_choices']}"
                      if summary.get("meta_choices") else "") + "\n"
-                  f"checkpoint: {summary['checkpoint']}\nonnx: {summary['onnx']}")
+                  f"checkpoint: {summary['checkpoint']}\nonnx: {summary.get('onnx', '-')}")
     return 0
 
 
@@ -139,6 +172,9 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     f.add_argument("--split", action="append", required=True,
                    help="split name (repeatable), e.g. helen_train")
     f.add_argument("--out", required=True, help="output manifest (.npz)")
+    f.add_argument("--march", type=int, default=0, metavar="ROUNDS",
+                   help="rounds of landmark marching (300W-LP label style: the jaw landmarks "
+                        "follow the visible contour); 0 = fixed correspondence")
     f.set_defaults(func=run_data)
     pr = sub.add_parser("profile", help="synthesise large-pose views (face profiling)",
                         description="Rotates every face of a manifest out of plane (3DDFA's "
@@ -152,6 +188,15 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     pr.add_argument("--limit", type=int, help="only the first N faces")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--no-original", action="store_true", help="do not include the source view")
+    pr.add_argument("--shard", default="0/1", metavar="K/N",
+                    help="do only faces i with i %% N == K (run N processes to share the work)")
+    pr.add_argument("--manifest-only", action="store_true",
+                    help="only rewrite OUT_DIR/manifest.npz from the records written so far")
+    pr.add_argument("--march", action="store_true",
+                    help="landmarks (and rois) in 300W-LP style: contour points on the visible "
+                         "silhouette under each new pose")
+    pr.add_argument("--pitches", help="pitch grid (degrees, e.g. -20,-10,0,10,20): the views of "
+                                      "a face cycle through it, jittered by ±PITCH/4")
     pr.set_defaults(func=run_data)
     p.set_defaults(func=run_data)
     return p
@@ -166,7 +211,7 @@ def run_data(args: argparse.Namespace) -> int:
     if args.data_cmd == "fit":
         sets, errs = [], []
         for split in args.split:
-            ss, e = fit_300w_split(args.root, split)
+            ss, e = fit_300w_split(args.root, split, march=args.march)
             sets.append(ss)
             errs.append(e)
             q = np.percentile(e * 100, [10, 50, 90, 99])
@@ -177,14 +222,22 @@ def run_data(args: argparse.Namespace) -> int:
         print(f"wrote {out}")
         return 0
     if args.data_cmd == "profile":
-        from tddfa.train.profiling import build_profiled_set
+        from tddfa.train.profiling import build_profiled_set, write_profiled_manifest
 
+        if args.manifest_only:
+            out = write_profiled_manifest(args.out_dir, march=args.march)
+            print(f"wrote {out} ({len(load_manifest(out))} views)")
+            return 0
+        k, _, n = args.shard.partition("/")
         ss = SampleSet.concat([load_manifest(m) for m in args.manifest])
         if args.limit:
             ss = ss.subset(slice(0, args.limit))
         yaws = [float(y) for y in args.yaws.split(",") if y.strip()]
+        pitches = ([float(v) for v in args.pitches.split(",") if v.strip()]
+                   if args.pitches else None)
         out = build_profiled_set(ss, args.out_dir, yaws, pitch_range=args.pitch, seed=args.seed,
-                                 include_original=not args.no_original)
+                                 include_original=not args.no_original, march=args.march,
+                                 pitches=pitches, shard=(int(k), int(n or 1)))
         n = len(load_manifest(out))
         print(f"wrote {out} ({n} views)")
         return 0

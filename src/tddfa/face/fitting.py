@@ -29,7 +29,11 @@ from tddfa.errors import InputError
 from tddfa.face.crop import INPUT_SIZE
 
 __all__ = ["FitResult", "fit_landmarks", "fit_crop_landmarks", "image_to_crop_frame",
-           "crop_to_image_frame", "nme", "param_prior"]
+           "crop_to_image_frame", "nme", "param_prior", "contour_lines", "march_contour",
+           "marched_landmarks", "CONTOUR"]
+
+#: the iBUG contour (jaw) landmarks that landmark marching moves (all but the chin centre, 8)
+CONTOUR = tuple(k for k in range(17) if k != 8)
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +129,7 @@ def _nearest_scaled_rotation(A: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: int = 4,
                        iterations: int = 15, model=None,
-                       weights: np.ndarray | None = None) -> FitResult:
+                       weights: np.ndarray | None = None, march: int = 0) -> FitResult:
     """Fit parameters to landmarks already in the crop frame.
 
     Args:
@@ -135,6 +139,10 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
         iterations: Gauss-Newton iterations.
         model: a :class:`~tddfa.morphable_model.MorphableModel` (default: the best available).
         weights: optional ``(B, 68)`` or ``(68,)`` per-landmark weights (e.g. 0 for invisible).
+        march: rounds of **landmark marching** (300W-LP's label style): after a fit, each contour
+            landmark is re-assigned to the outermost vertex of its candidate line under the
+            fitted pose (:func:`march_contour`) and the fit is repeated from there. 0 keeps the
+            fixed landmark-to-vertex correspondence. Needs the dense model.
 
     Returns:
         :class:`FitResult` with landmarks in the crop frame.
@@ -148,11 +156,27 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
         raise InputError("points contain NaN or inf")
     B = pts.shape[0]
     mm = model if model is not None else load_morphable_model()
+    u = np.broadcast_to(np.asarray(mm.u_lm, np.float64).reshape(68, 3), (B, 68, 3))
+    W = np.broadcast_to(np.asarray(mm.w_lm, np.float64).reshape(68, 3, 50), (B, 68, 3, 50))
+    fit = _fit_with_bases(pts, u, W, reg, alternations, iterations, weights)
+    for _ in range(max(0, int(march))):
+        idx = march_contour(fit.params, model=mm)
+        uu = np.asarray(mm.u, np.float64).reshape(-1, 3)[idx]
+        WW = np.asarray(mm.w, np.float64).reshape(-1, 3, 50)[idx]
+        fit = _fit_with_bases(pts, uu, WW, reg, alternations, iterations, weights)
+    return fit
+
+
+def _fit_with_bases(pts: np.ndarray, u: np.ndarray, W: np.ndarray, reg: float,
+                    alternations: int, iterations: int, weights) -> FitResult:
+    """The fit of :func:`fit_crop_landmarks` with per-face landmark bases ``u`` ``(B, 68, 3)``,
+    ``W`` ``(B, 68, 3, 50)``; the returned landmarks are those of the given bases."""
+    B = pts.shape[0]
     mean, std = param_prior()
     m_a, s_a = mean[12:], std[12:]
-    u = np.asarray(mm.u_lm, np.float64).reshape(68, 3)
-    W = np.asarray(mm.w_lm, np.float64).reshape(68, 3, 50)
-    W2 = W.reshape(204, 50)
+
+    def shape(a: np.ndarray) -> np.ndarray:
+        return u + np.einsum("bvck,bk->bvc", W, a)
     wts = np.ones((B, 68)) if weights is None else np.broadcast_to(
         np.asarray(weights, np.float64), (B, 68)).copy()
     sw = np.sqrt(wts)
@@ -160,7 +184,7 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
     # 1. alternation
     an = np.zeros((B, 50))  # normalised coefficients
     for _ in range(max(1, alternations)):
-        X = u + ((m_a + s_a * an) @ W2.T).reshape(B, 68, 3)
+        X = shape(m_a + s_a * an)
         Xh = np.concatenate([X, np.ones((B, 68, 1))], axis=2)  # (B, 68, 4)
         Xw = Xh * sw[..., None]
         M = np.matmul(Xw.transpose(0, 2, 1), Xw) + 1e-9 * np.eye(4)
@@ -170,7 +194,7 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
         proj = s[:, None, None] * np.matmul(X, R[:, :2].transpose(0, 2, 1))
         t = ((pts - proj) * wts[..., None]).sum(1) / wts.sum(1)[:, None]
         # coefficients given the pose: s R2 (u + W (m + σ a)) + t ≈ pts
-        J = s[:, None, None, None] * np.matmul(R[:, None, :2], W[None]) * s_a  # (B,68,2,50)
+        J = s[:, None, None, None] * np.matmul(R[:, None, :2], W) * s_a  # (B,68,2,50)
         base = s[:, None, None] * np.matmul(u + (W @ m_a), R[:, :2].transpose(0, 2, 1)) + t[:, None]
         Jw = (J * sw[..., None, None]).reshape(B, 136, 50)
         r = ((pts - base) * sw[..., None]).reshape(B, 136)
@@ -182,7 +206,7 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
     mu = np.full(B, 1e-3)
 
     def residual(R, logs, t, an):
-        X = u + ((m_a + s_a * an) @ W2.T).reshape(B, 68, 3)
+        X = shape(m_a + s_a * an)
         proj = np.exp(logs)[:, None, None] * np.matmul(X, R[:, :2].transpose(0, 2, 1)) + t[:, None]
         res = (proj - pts) * sw[..., None]
         cost = (res**2).sum((1, 2)) + reg * (an**2).sum(1)
@@ -195,7 +219,7 @@ def fit_crop_landmarks(points: np.ndarray, *, reg: float = 1.0, alternations: in
         Jw_ = -sc[:, None, None, None] * np.matmul(R2[:, None], _skew(X))  # (B,68,2,3)
         Js = (proj - t[:, None])[..., None]  # (B,68,2,1)
         Jt = np.broadcast_to(np.eye(2), (B, 68, 2, 2))
-        Ja = sc[:, None, None, None] * np.matmul(R2[:, None], W[None]) * s_a  # (B,68,2,50)
+        Ja = sc[:, None, None, None] * np.matmul(R2[:, None], W) * s_a  # (B,68,2,50)
         J = np.concatenate([Jw_, Js, Jt, Ja], axis=3) * sw[..., None, None]
         J = J.reshape(B, 136, 56)
         g = np.matmul(J.transpose(0, 2, 1), res.reshape(B, 136, 1))[..., 0]
@@ -253,3 +277,121 @@ def fit_landmarks(landmarks: np.ndarray, roi_boxes: np.ndarray, **kwargs) -> Fit
     scale = ((rois[:, 2] - rois[:, 0]) + (rois[:, 3] - rois[:, 1])) / (2 * INPUT_SIZE)
     return FitResult(fit.params, crop_to_image_frame(fit.landmarks, rois).astype(np.float32),
                      (fit.rmse * scale).astype(np.float32))
+
+
+# ---------------------------------------------------------------------------------------------
+# landmark marching (300W-LP / AFLW2000-3D label style)
+
+def contour_lines(model=None, band: float = 0.06, inner: float = 0.3,
+                  bin_width: float = 0.02) -> tuple[np.ndarray, ...]:
+    """Candidate vertex lines of the 17 contour landmarks, for landmark marching.
+
+    For contour landmark ``k`` (iBUG 0–16) the line runs across the cheek at the landmark's
+    height in the mean face: dense vertices within ``band`` (fraction of the face width) of its
+    model ``y``, from the landmark's own vertex inwards to ``inner`` × its ``x`` (towards the
+    nose), one vertex (the nearest to that height) per ``bin_width`` of ``x``. Entry 0 of each
+    line is the landmark's own vertex; the chin centre (8) has only that.
+
+    Returns:
+        17 int64 arrays of dense vertex indices.
+    """
+    from tddfa.face.morphable_model import load_morphable_model
+
+    mm = model if model is not None else load_morphable_model()
+    key = ("contour_lines", band, inner, bin_width)
+    if key not in mm._cache:
+        mm._cache[key] = _contour_lines(mm, band, inner, bin_width)
+    return mm._cache[key]
+
+
+def _contour_lines(mm, band: float, inner: float, bin_width: float) -> tuple[np.ndarray, ...]:
+    if not mm.has_dense:
+        raise InputError("landmark marching needs the dense model (bfm_noneck or "
+                         "bfm_noneck_approx); only the 68-landmark bases were found")
+    u = np.asarray(mm.u, np.float64).reshape(-1, 3)
+    kp = np.asarray(mm.keypoints).reshape(-1)[0::3] // 3 if np.asarray(mm.keypoints).size == 204 \
+        else np.asarray(mm.keypoints).reshape(-1)
+    width = u[:, 0].max() - u[:, 0].min()
+    cx = u[kp[27:36], 0].mean()
+    lines = []
+    for k in range(17):
+        v0 = int(kp[k])
+        if k not in CONTOUR:
+            lines.append(np.array([v0], np.int64))
+            continue
+        x0, y0 = u[v0, 0] - cx, u[v0, 1]
+        lo, hi = sorted((x0, inner * x0))
+        rel = u[:, 0] - cx
+        cand = np.flatnonzero((np.abs(u[:, 1] - y0) < band * width) & (rel >= lo) & (rel <= hi))
+        bins = np.floor((rel[cand] - lo) / (bin_width * width)).astype(int)
+        picked = [v0]
+        for b in np.unique(bins):
+            c = cand[bins == b]
+            best = int(c[np.argmin(np.abs(u[c, 1] - y0))])
+            if best != v0:
+                picked.append(best)
+        lines.append(np.asarray(picked, np.int64))
+    return tuple(lines)
+
+
+def march_contour(params: np.ndarray, model=None) -> np.ndarray:
+    """Landmark-to-vertex correspondence of 300W-LP's landmark marching.
+
+    Each contour landmark moves to the vertex of its :func:`contour_lines` line that lies
+    outermost in the image along the face's left-right direction (perpendicular to the image
+    of the face's vertical axis) under the pose of ``params``
+    (so at large yaw the far-side jaw points move onto the visible silhouette, as in the
+    AFLW2000-3D ground truth; on the near side the landmark's own vertex stays outermost).
+
+    Args:
+        params: ``(B, 62)`` or ``(62,)`` de-normalised parameters (any frame; only the pose's
+            direction and the shape matter).
+
+    Returns:
+        ``(B, 68)`` int64 dense vertex index per landmark.
+    """
+    from tddfa.face.morphable_model import load_morphable_model
+
+    mm = model if model is not None else load_morphable_model()
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    lines = contour_lines(mm)
+    kp = np.asarray(mm.keypoints).reshape(-1)
+    kp = kp[0::3] // 3 if kp.size == 204 else kp
+    idx = np.tile(kp.astype(np.int64), (len(p), 1))
+    P = p[:, :12].reshape(-1, 3, 4)
+    # the face's left-right image direction: perpendicular to the image of its vertical axis
+    # (well defined up to 90° yaw, unlike the image of the model x axis, which vanishes there),
+    # signed like the image of the x axis
+    vert = P[:, :2, 1]
+    e = np.stack([vert[:, 1], -vert[:, 0]], axis=1)
+    e /= np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    e *= np.where(np.einsum("bi,bi->b", e, P[:, :2, 0]) < 0, -1.0, 1.0)[:, None]
+    u = np.asarray(mm.u, np.float64).reshape(-1, 3)
+    w = np.asarray(mm.w, np.float64).reshape(-1, 3, 50)
+    allv = np.unique(np.concatenate(lines))
+    pos = {int(v): i for i, v in enumerate(allv)}
+    shp = u[allv][None] + np.einsum("vck,bk->bvc", w[allv], p[:, 12:])  # (B, V, 3)
+    xy = np.einsum("brc,bvc->bvr", P[:, :2, :3], shp)  # (B, V, 2) (offset irrelevant)
+    along = np.einsum("bvr,br->bv", xy, e)
+    cx = u[kp[27:36], 0].mean()
+    for k in CONTOUR:
+        cols = np.array([pos[int(v)] for v in lines[k]])
+        side = 1.0 if u[kp[k], 0] > cx else -1.0
+        best = np.argmax(side * along[:, cols], axis=1)
+        idx[:, k] = lines[k][best]
+    return idx
+
+
+def marched_landmarks(params: np.ndarray, model=None) -> np.ndarray:
+    """The 68 landmarks ``(B, 68, 3)`` float32 (crop frame) in 300W-LP style: the marched
+    correspondence of :func:`march_contour` under ``params`` ``(B, 62)``."""
+    from tddfa.face.morphable_model import load_morphable_model
+
+    mm = model if model is not None else load_morphable_model()
+    p = np.asarray(params, np.float64).reshape(-1, 62)
+    idx = march_contour(p, mm)
+    u = np.asarray(mm.u, np.float64).reshape(-1, 3)[idx]  # (B, 68, 3)
+    w = np.asarray(mm.w, np.float64).reshape(-1, 3, 50)[idx]  # (B, 68, 3, 50)
+    s = u + np.einsum("bvck,bk->bvc", w, p[:, 12:])
+    P = p[:, :12].reshape(-1, 3, 4)
+    return (np.einsum("brc,bvc->bvr", P[:, :, :3], s) + P[:, None, :, 3]).astype(np.float32)

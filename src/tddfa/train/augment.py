@@ -143,6 +143,7 @@ class Augmenter:
     color: float = 0.25
     p_gray: float = 0.05
     p_flip: float = 0.5
+    march: bool = False
 
     @classmethod
     def from_config(cls, cfg: dict | None) -> Augmenter | None:
@@ -159,17 +160,23 @@ class Augmenter:
         return cls(**kw)
 
     def __call__(self, image: np.ndarray, roi: np.ndarray, params: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Return an augmented ``(120, 120, 3)`` uint8 crop and its ``(62,)`` parameters."""
+                 rng: np.random.Generator, landmarks: np.ndarray | None = None):
+        """Return an augmented ``(120, 120, 3)`` uint8 crop and its ``(62,)`` parameters; with
+        ``landmarks`` ``(68, 2)`` (image pixels) also the ``(68, 2)`` crop-frame landmarks of
+        the augmented crop (x right, y up), moved by the same warps and flip."""
+        from tddfa.face.fitting import image_to_crop_frame
+
         size = INPUT_SIZE
         p = np.asarray(params, np.float32)
+        lm = None if landmarks is None else np.asarray(landmarks, np.float64)
         if self.p_out_of_plane > 0 and rng.random() < self.p_out_of_plane:
             from tddfa.train.profiling import rotate_face
 
             dyaw, dpitch = rng.uniform(-self.out_of_plane_deg, self.out_of_plane_deg, 2)
-            out = rotate_face(image, roi, p, dyaw, dpitch)
+            out = rotate_face(image, roi, p, dyaw, dpitch, march=self.march)
             if out is not None:
                 image, roi, p = out.image, out.roi, out.params
+                lm = None if lm is None else out.landmarks.astype(np.float64)
         ang = np.radians(rng.uniform(-self.rotate_deg, self.rotate_deg))
         sc = rng.uniform(*self.scale)
         sh = rng.uniform(-self.shift, self.shift, 2) * size
@@ -180,11 +187,18 @@ class Augmenter:
         full = C @ T3 @ np.linalg.inv(C) @ _roi_affine(roi, size)
         crop = cv2.warpAffine(image, full[:2], (size, size), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+        pts = None
+        if lm is not None:
+            c = image_to_crop_frame(lm[None, :, :2], np.asarray(roi, np.float64)[None])[0]
+            pts = c @ T[:, :2].T + T[:, 2]
         if rng.random() < self.p_flip:
             crop = np.ascontiguousarray(crop[:, ::-1])
             p = flip_params(p[None])[0]
+            pts = None if pts is None else flip_points(pts)
         crop = self._photometric(crop, rng)
-        return crop, p
+        if landmarks is None:
+            return crop, p
+        return crop, p, pts.astype(np.float32)
 
     def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = img.astype(np.float32)

@@ -17,15 +17,19 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "out_dir": "runs/train",
     "threads": 1,
-    "model": {"width": 0.5, "init": "mb05"},
-    "data": {"train": [], "limit": None, "heldout": 32, "val": None, "workers": 0},
-    "augment": {"enabled": True},
+    "model": {"width": 0.5, "init": "mb05", "trainable": None, "reinit": []},
+    "data": {"train": [], "limit": None, "heldout": 32, "val": None, "workers": 0,
+             "reload": False},
+    "augment": {"enabled": True, "march": False},
     "loss": {"main": "fwpdc", "vertices": 25, "landmark_weight": 0.0, "lm_reg_weight": 0.0,
+             "landmark_target": "params", "distill_weight": 0.0, "fix_tz": True, "phases": [],
+             "joint": {"fwpdc": 1.0, "vdc": 1.0},
              "meta": {"every": 10, "lr": 1e-4, "mode": "select", "normalize": True}},
     "optim": {"name": "adamw", "lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.9,
               "schedule": "cosine", "warmup_steps": 0, "milestones": [0.6, 0.85], "gamma": 0.2},
     "train": {"steps": 1000, "batch_size": 32, "log_every": 10, "val_every": 200,
-              "ckpt_every": 200, "freeze_bn": False, "progress": True, "tensorboard": False},
+              "ckpt_every": 200, "freeze_bn": False, "progress": True,
+              "tensorboard": False, "export_onnx": True},
 }
 
 # Validation schema (see :func:`validate_config`): derived from DEFAULTS, so a new key is checked

@@ -157,6 +157,15 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
+class PDCLoss(nn.Module):
+    """Plain parameter distance (3DDFA's PDC baseline): ``Σ_i (p_i − g_i)²`` on the normalised
+    parameters, averaged over the batch."""
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_pair(pred, target)
+        return ((pred - target) ** 2).sum(dim=1).mean()
+
+
 class VDCLoss(nn.Module):
     """Vertex distance: mean over faces and vertices of ``||V(pred) − V(target)||²`` (crop px²),
     or of the plain distance (crop px) with ``squared=False``."""

@@ -183,7 +183,7 @@ def _rotation_delta(params: np.ndarray, yaw: float, pitch: float) -> np.ndarray:
 
 def rotate_face(image: np.ndarray, roi: np.ndarray, params: np.ndarray, yaw: float | None = None,
                 pitch: float | None = None, *, delta: bool = True, max_yaw: float = 90.0,
-                inpaint: bool = True) -> ProfiledView | None:
+                inpaint: bool = True, march: bool = False) -> ProfiledView | None:
     """Synthesise the face of ``image`` turned out of plane.
 
     Args:
@@ -194,6 +194,9 @@ def rotate_face(image: np.ndarray, roi: np.ndarray, params: np.ndarray, yaw: flo
             else the target angles. ``None`` keeps the current value.
         max_yaw: the target |yaw| is clipped to this (degrees).
         inpaint: fill pixels no mesh covers (otherwise they are black).
+        march: give the view's landmarks (and so its roi) in 300W-LP style: the contour points
+            follow the visible silhouette under the new pose
+            (:func:`tddfa.face.fitting.march_contour`); otherwise the fixed 68 vertices.
 
     Returns:
         the :class:`ProfiledView`, or ``None`` when the face cannot be rendered (degenerate).
@@ -293,13 +296,18 @@ def rotate_face(image: np.ndarray, roi: np.ndarray, params: np.ndarray, yaw: flo
         out[hole] = 0
         if inpaint:
             out = cv2.inpaint(out, hole.astype(np.uint8) * 255, 3, cv2.INPAINT_TELEA)
-    lm_crop = mm.reconstruct(pn[None])[0].astype(np.float64)
-    lm_img = _to_image(lm_crop, roi)[:, :2]
+    if march:
+        from tddfa.face.fitting import march_contour
+
+        lm_idx = march_contour(pn[None], mm)[0]
+    else:
+        lm_idx = np.asarray(mm.keypoints).reshape(-1)
+    lm_img = _to_image(v_dst[lm_idx], roi)[:, :2]
     new_roi = roi_from_landmarks(lm_img)
     pr = reframe_params(pn, roi, new_roi)
     ang_n = pose_from_params(pr[None].astype(np.float64))[0][0]
     # visible: not hidden (z-buffer) and the 2×2 pixels around it all show the face mesh
-    kp = dst_img[mm.keypoints].astype(np.float32)
+    kp = dst_img[lm_idx].astype(np.float32)
     vis = visible_vertices(kp, depth, tol=1.0)
     face_px = np.pad(tri_index >= n_bg, 1)
     x0 = np.clip(np.floor(kp[:, 0]).astype(int), -1, W - 1) + 1
@@ -314,19 +322,30 @@ def rotate_face(image: np.ndarray, roi: np.ndarray, params: np.ndarray, yaw: flo
 
 
 def _target_angles(cur_yaw: float, yaws: list[float], rng: np.random.Generator,
-                   pitch_range: float) -> list[tuple[float, float]]:
+                   pitch_range: float, pitches: list[float] | None = None
+                   ) -> list[tuple[float, float]]:
+    """Target (yaw, pitch) per view, degrees: with ``pitches`` the views of one face cycle
+    through that pitch grid (random start, ±``pitch_range``/4 jitter), else a uniform pitch in
+    ``±pitch_range``."""
     sign = np.sign(cur_yaw) if abs(cur_yaw) > 3 else (1.0 if rng.random() < 0.5 else -1.0)
     out = []
+    start = int(rng.integers(0, len(pitches))) if pitches else 0
     for y in yaws:
         if abs(y) <= abs(cur_yaw) + 2:
             continue
-        out.append((float(sign * abs(y)), float(rng.uniform(-pitch_range, pitch_range))))
+        if pitches:
+            tp = pitches[(start + len(out)) % len(pitches)] + rng.uniform(-1, 1) * pitch_range / 4
+        else:
+            tp = rng.uniform(-pitch_range, pitch_range)
+        out.append((float(sign * abs(y)), float(tp)))
     return out
 
 
 def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45, 60, 75, 90),
                        pitch_range: float = 10.0, seed: int = 0, quality: int = 95,
-                       include_original: bool = True, progress: bool = True) -> Path:
+                       include_original: bool = True, progress: bool = True,
+                       march: bool = False, pitches: list[float] | None = None,
+                       shard: tuple[int, int] = (0, 1)) -> Path:
     """Synthesise rotated views of every sample and write them with a manifest. Resumable.
 
     For each face, each target |yaw| in ``yaws`` beyond its current |yaw| gives one view, turned
@@ -340,30 +359,36 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
         samples: a :class:`~tddfa.training.data.SampleSet` (e.g. from ``tddfa data fit``).
         out_dir: output folder.
 
+    With ``shard=(k, n)`` only faces ``i % n == k`` are done (records go to
+    ``records.{k}of{n}.jsonl``), so ``n`` processes can share the work; the manifest gathers
+    every shard's records finished so far.
+
     Returns:
         the manifest path.
     """
-    from tddfa.train.samples import SampleSet, save_manifest
 
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
-    rec_path = out / "records.jsonl"
+    k_shard, n_shard = shard
+    if not 0 <= k_shard < n_shard:
+        raise InputError(f"shard must be (k, n) with 0 <= k < n, got {shard}")
+    rec_path = out / ("records.jsonl" if n_shard == 1 else f"records.{k_shard}of{n_shard}.jsonl")
     done: set[str] = set()
-    if rec_path.is_file():
-        for line in rec_path.read_text().splitlines():
+    for rp in sorted(out.glob("records*.jsonl")):
+        for line in rp.read_text().splitlines():
             try:
                 done.add(json.loads(line)["source"])
             except (ValueError, KeyError):
                 continue
-    todo = [i for i in range(len(samples)) if str(samples.names[i]) not in done]
+    todo = [i for i in range(len(samples))
+            if str(samples.names[i]) not in done and i % n_shard == k_shard]
     log.info("profiling: %d faces done, %d to do", len(done), len(todo))
     skipped = 0
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(samples), initial=len(samples) - len(todo), desc="profile",
-                   unit="face")
+        bar = tqdm(total=len(todo), desc="profile", unit="face")
     with open(rec_path, "a") as rec:
         for i in todo:
             name = str(samples.names[i])
@@ -381,15 +406,21 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
                 if include_original:
                     from tddfa.face.morphable_model import load_morphable_model
 
-                    lm = _to_image(load_morphable_model().reconstruct(
-                        np.asarray(p)[None])[0].astype(np.float64), np.asarray(roi, np.float64))
+                    if march:
+                        from tddfa.face.fitting import marched_landmarks
+
+                        lm3 = marched_landmarks(np.asarray(p)[None])[0].astype(np.float64)
+                    else:
+                        lm3 = load_morphable_model().reconstruct(
+                            np.asarray(p)[None])[0].astype(np.float64)
+                    lm = _to_image(lm3, np.asarray(roi, np.float64))
                     fn = f"{name}_orig.jpg"
                     cv2.imwrite(str(out / "images" / fn), img, [cv2.IMWRITE_JPEG_QUALITY, quality])
                     views.append({"image": f"images/{fn}", "roi": list(map(float, roi)),
                                   "params": list(map(float, p)),
                                   "landmarks": lm[:, :2].astype(float).round(3).tolist()})
-                for ty, tp in _target_angles(cur, list(yaws), rng, pitch_range):
-                    v = rotate_face(img, roi, p, ty, tp, delta=False)
+                for ty, tp in _target_angles(cur, list(yaws), rng, pitch_range, pitches):
+                    v = rotate_face(img, roi, p, ty, tp, delta=False, march=march)
                     if v is None:
                         continue
                     fn = f"{name}_y{int(round(ty)):+03d}.jpg"
@@ -406,9 +437,42 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
                 bar.update(1)
     if bar is not None:
         bar.close()
+    if skipped:
+        log.warning("profiling: %d face(s) skipped", skipped)
+    return write_profiled_manifest(out, skipped, march=march)
+
+
+def remarch(samples):
+    """Re-derive the landmarks of a sample set in 300W-LP style from its parameters: the
+    marched landmarks (:func:`tddfa.face.fitting.marched_landmarks`), the roi from them, and
+    the parameters re-expressed in that roi's crop frame. Returns a new set."""
+    from tddfa.face.fitting import crop_to_image_frame, marched_landmarks
+    from tddfa.train.samples import SampleSet
+
+    rois = np.asarray(samples.roi_boxes, np.float64)
+    lm = crop_to_image_frame(marched_landmarks(samples.params)[..., :2], rois)
+    new_rois = np.stack([roi_from_landmarks(p) for p in lm])
+    params = np.stack([reframe_params(p, a, b)
+                       for p, a, b in zip(samples.params, rois, new_rois, strict=True)])
+    return SampleSet(samples.names, samples.images, new_rois.astype(np.float32),
+                     params.astype(np.float32), lm.astype(np.float32), samples.skipped,
+                     dict(samples.meta))
+
+
+def write_profiled_manifest(out_dir: str | Path, skipped: int = 0, march: bool = False) -> Path:
+    """(Re)write ``out_dir/manifest.npz`` from every ``records*.jsonl`` there (also those of
+    other shards and of an unfinished run); with ``march`` the landmarks, rois and parameters
+    are re-derived by :func:`remarch`."""
+    from tddfa.train.samples import SampleSet, save_manifest
+
+    out = Path(out_dir)
     names, images, rois, params, lms = [], [], [], [], []
-    for line in rec_path.read_text().splitlines():
-        r = json.loads(line)
+    lines = [ln for rp in sorted(out.glob("records*.jsonl")) for ln in rp.read_text().splitlines()]
+    for line in lines:
+        try:
+            r = json.loads(line)
+        except ValueError:  # a line being written by a running shard
+            continue
         for v in r["views"]:
             names.append(Path(v["image"]).stem)
             images.append(str((out / v["image"]).resolve()))
@@ -419,6 +483,6 @@ def build_profiled_set(samples, out_dir: str | Path, yaws: list[float] = (30, 45
         raise InputError(f"profiling produced no view ({skipped} faces skipped)")
     ss = SampleSet(np.array(names), np.array(images), np.array(rois, np.float32),
                    np.array(params, np.float32), np.array(lms, np.float32), skipped=skipped)
-    if skipped:
-        log.warning("profiling: %d face(s) skipped", skipped)
+    if march:
+        ss = remarch(ss)
     return save_manifest(out / "manifest.npz", ss)

@@ -249,12 +249,14 @@ def read_300wlp(root: str | Path, limit: int | None = None) -> SampleSet:
     return SampleSet(np.array(names), np.array(images), rois_a, params_a, lms_a, skipped=skipped)
 
 
-def fit_300w_split(root: str | Path, split: str) -> tuple[SampleSet, np.ndarray]:
+def fit_300w_split(root: str | Path, split: str, march: int = 0) -> tuple[SampleSet, np.ndarray]:
     """Fit parameters to the annotated landmarks of a 300W-crops split.
 
     Args:
         root: the ``300w-crops`` folder (``<split>.npz`` + ``<split>/<name>.jpg``).
         split: e.g. ``"helen_train"``, ``"afw"``, ``"helen_test"``.
+        march: rounds of landmark marching in the fit (see
+            :func:`~tddfa.face.fitting.fit_crop_landmarks`).
 
     Returns:
         the samples (roi = :func:`~tddfa.crop.roi_from_landmarks` of the annotation) and the
@@ -267,6 +269,6 @@ def fit_300w_split(root: str | Path, split: str) -> tuple[SampleSet, np.ndarray]
     names = np.asarray(z["names"]).astype(str)
     lm = np.asarray(z["landmarks"], np.float32)
     rois = np.stack([roi_from_landmarks(p) for p in lm]).astype(np.float32)
-    fit = fit_landmarks(lm, rois)
+    fit = fit_landmarks(lm, rois, march=march)
     images = np.array([str((root / split / f"{n}.jpg").resolve()) for n in names])
     return SampleSet(names, images, rois, fit.params, lm), nme(fit.landmarks, lm)

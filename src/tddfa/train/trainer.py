@@ -51,41 +51,6 @@ def _load_source(src: dict, cache_dir: Path):
     raise InputError(f"unknown data source type {kind!r}; use manifest, folder, 300wlp or 300w")
 
 
-def validate_300w(model, root: str | Path, split: str = "helen_test", limit: int | None = None,
-                  batch_size: int = 64) -> dict[str, float]:
-    """2-D NME (percent, √(w·h) of the GT box) of ``model`` on a 300W-crops split, cropping each
-    face with :func:`~tddfa.crop.roi_from_landmarks` of its annotation (the AFLW2000 protocol)."""
-    from tddfa.face.crop import crop_roi, roi_from_landmarks
-    from tddfa.face.fitting import nme, param_prior
-    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
-    from tddfa.train.dataset import _read_image
-    from tddfa.train.model import to_input
-
-    root = Path(root)
-    with np.load(root / f"{split}.npz", allow_pickle=False) as z:
-        names = np.asarray(z["names"]).astype(str)
-        gt = np.asarray(z["landmarks"], np.float32)
-    if limit:
-        names, gt = names[:limit], gt[:limit]
-    rois = np.stack([roi_from_landmarks(p) for p in gt])
-    crops = np.stack([crop_roi(_read_image(str(root / split / f"{n}.jpg")), r)
-                      for n, r in zip(names, rois, strict=True)])
-    mean, std = param_prior()
-    m = getattr(model, "module", model)
-    was = m.training
-    m.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(crops), batch_size):
-            out.append(m(to_input(crops[i:i + batch_size]))[0].numpy())
-    m.train(was)
-    params = np.concatenate(out).astype(np.float64) * std + mean
-    mm = load_morphable_model()
-    lm = to_image_frame(mm.reconstruct(params), rois)[..., :2]
-    e = nme(lm, gt) * 100
-    return {"nme": float(e.mean()), "nme_median": float(np.median(e)), "n": int(len(e))}
-
-
 def _worker_init(_: int) -> None:
     import cv2
 
@@ -103,6 +68,11 @@ def _worker_options(workers: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+
+#: values of ``loss.main``
+MAIN_LOSSES = ("fwpdc", "wpdc", "vdc", "pdc", "meta", "joint", "none")
+#: loss parts logged in ``log.csv``
+LOG_PARTS = ("fwpdc", "vdc", "wpdc", "pdc", "lmk", "lm_reg", "distill")
 
 
 class Trainer:
@@ -127,6 +97,7 @@ class Trainer:
             LandmarkLoss,
             LandmarkRegressionLoss,
             MetaJoint,
+            PDCLoss,
             TorchMorphable,
             VDCLoss,
             WPDCLoss,
@@ -154,6 +125,7 @@ class Trainer:
         if cfg["loss"]["main"] != "meta":
             n_held = 0
         held_idx, train_idx = order[:n_held], order[n_held:]
+        self._held_names = set(map(str, samples.names[held_idx]))
         if cfg["data"].get("limit"):
             train_idx = train_idx[: int(cfg["data"]["limit"])]
         if len(train_idx) == 0:
@@ -166,6 +138,23 @@ class Trainer:
         self.n_train = len(train_idx)
 
         self.model = build_model(float(cfg["model"]["width"]), str(cfg["model"]["init"]))
+        for name in cfg["model"].get("reinit") or []:
+            mod = getattr(self.model, name, None)
+            if not isinstance(mod, torch.nn.Linear):
+                raise InputError(f"model.reinit: {name!r} is not a linear head (fc_param, fc_lm)")
+            torch.nn.init.zeros_(mod.weight)  # starts at the mean parameters
+            torch.nn.init.zeros_(mod.bias)
+        trainable = cfg["model"].get("trainable")
+        if trainable:
+            prefixes = tuple(trainable)
+            for n, prm in self.model.named_parameters():
+                prm.requires_grad_(n.startswith(prefixes))
+        self.teacher = None
+        if float(cfg["loss"].get("distill_weight") or 0) > 0:
+            self.teacher = build_model(float(cfg["model"]["width"]), str(cfg["model"]["init"]))
+            self.teacher.eval()
+            for prm in self.teacher.parameters():
+                prm.requires_grad_(False)
         self.net = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(self.model)
@@ -182,12 +171,19 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, self._lr_lambda())
 
         lc = cfg["loss"]
-        self.losses = {"fwpdc": FWPDCLoss(self.mm), "vdc": VDCLoss(self.mm), "wpdc": WPDCLoss(self.mm)}
+        self.losses = {"fwpdc": FWPDCLoss(self.mm), "vdc": VDCLoss(self.mm), "wpdc": WPDCLoss(self.mm),
+                       "pdc": PDCLoss()}
         self.lm_loss = LandmarkLoss(self.mm)
         self.reg_loss = LandmarkRegressionLoss()
         main = lc["main"]
-        if main not in ("fwpdc", "wpdc", "vdc", "meta"):
-            raise InputError(f"loss.main must be fwpdc, wpdc, vdc or meta, got {main!r}")
+        if main not in MAIN_LOSSES:
+            raise InputError(f"loss.main must be one of {', '.join(MAIN_LOSSES)}, got {main!r}")
+        for ph in lc.get("phases") or []:
+            if ph.get("main") not in ("fwpdc", "wpdc", "vdc", "pdc"):
+                raise InputError(f"loss.phases: main must be fwpdc, wpdc, vdc or pdc, got {ph!r}")
+        for k in lc.get("joint") or {}:
+            if k not in self.losses:
+                raise InputError(f"loss.joint: unknown loss {k!r}; use {sorted(self.losses)}")
         self.meta = None
         if main == "meta":
             mc = lc.get("meta", {})
@@ -283,8 +279,14 @@ class Trainer:
             self._held_cache = b
         return self._held_cache
 
-    def compute_loss(self, out, target, weights: dict[str, float]) -> tuple[Any, dict[str, float]]:
-        """Total loss for network outputs ``(params, lm)`` and normalised targets ``(B, 62)``."""
+    def compute_loss(self, out, target, weights: dict[str, float], landmarks=None,
+                     inputs=None) -> tuple[Any, dict[str, float]]:
+        """Total loss for network outputs ``(params, lm)`` and normalised targets ``(B, 62)``.
+
+        ``landmarks`` ``(B, 68, 2)`` crop-frame labelled landmarks (NaN when absent) are the
+        target of the landmark losses with ``loss.landmark_target: labels`` (300W-LP style when
+        the data were made with ``--march``); otherwise the target parameters' 68 landmarks.
+        ``inputs`` feed the distillation teacher (``loss.distill_weight``)."""
         lc = self.cfg["loss"]
         parts: dict[str, Any] = {}
         total = 0.0
@@ -292,7 +294,15 @@ class Trainer:
             if w > 0:
                 parts[k] = self.losses[k](out[0], target)
                 total = total + w * parts[k]
+        if self.teacher is not None and inputs is not None:
+            with torch.no_grad():
+                t_out = self.teacher(inputs)[0]
+            parts["distill"] = self.losses["fwpdc"](out[0], t_out)
+            total = total + float(lc["distill_weight"]) * parts["distill"]
         pts = None
+        if (lc.get("landmark_target", "params") == "labels" and landmarks is not None
+                and bool(torch.isfinite(landmarks).all())):
+            pts = landmarks
         if float(lc.get("landmark_weight", 0)) > 0:
             pts = self.mm.reconstruct(self.mm.denormalize(target), landmarks=True)[..., :2]
             parts["lmk"] = self.lm_loss(out[0], pts)
@@ -304,35 +314,62 @@ class Trainer:
             total = total + float(lc["lm_reg_weight"]) * parts["lm_reg"]
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
+    def _step_weights(self, x, target) -> dict[str, float]:
+        """The main loss's weights for this step (phases, fixed joint, meta-joint or single)."""
+        lc = self.cfg["loss"]
+        phases = lc.get("phases") or []
+        if phases:
+            frac = self.step / max(1, self.steps)
+            for ph in phases:
+                if frac < float(ph.get("until", 1.0)):
+                    return {ph["main"]: 1.0}
+            return {phases[-1]["main"]: 1.0}
+        main = lc["main"]
+        if main == "joint":
+            return {k: float(v) for k, v in (lc.get("joint") or {"fwpdc": 1.0, "vdc": 1.0}).items()}
+        if main == "meta":
+            held = self._held_batch(self.step)
+            if held is not None:
+                return self.meta.weights(self.model, x, target, held[0], held[1])
+            return {"fwpdc": 1.0}  # no usable held-out sample: plain fWPDC
+        return {} if main == "none" else {main: 1.0}
+
     def _validate(self) -> dict[str, float] | None:
         vc = self.cfg["data"].get("val")
         if not vc:
             return None
+        if vc.get("manifest"):
+            if getattr(self, "_validator", None) is None:
+                from tddfa.train.ablation import _validator
+
+                self._validator = _validator(vc["manifest"], vc.get("limit"))
+            return self._validator(self.model)
+        from tddfa.train.validation import validate_300w
+
         return validate_300w(self.model, vc["root"], vc.get("split", "helen_test"), vc.get("limit"))
 
     def run(self) -> dict[str, Any]:
         """Train to ``train.steps``, validating, checkpointing and exporting; returns a summary."""
         self._setup()
         tc = self.cfg["train"]
-        cfg_main = self.cfg["loss"]["main"]
         if self.main:
             yaml = require("yaml", "train")
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.cfg, sort_keys=False))
             log.info("training %d samples for %d steps (from step %d), %d process(es)",
                      self.n_train, self.steps, self.step, self.world)
-        tb = None
+        tb = self.tb = None
         if self.main and tc.get("tensorboard"):
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                tb = SummaryWriter(str(self.out / "tb"))
+                tb = self.tb = SummaryWriter(str(self.out / "tb"))
             except ImportError:
                 log.warning("TensorBoard logging needs the 'tensorboard' package; CSV only")
         log_f = open(self.out / "log.csv", "a", newline="") if self.main else None  # noqa: SIM115
         writer = csv.writer(log_f) if log_f else None
         if log_f and log_f.tell() == 0:
-            writer.writerow(["step", "epoch", "lr", "loss", "fwpdc", "vdc", "wpdc", "lmk", "lm_reg",
-                             "choice", "skipped", "seconds"])
+            writer.writerow(["step", "epoch", "lr", "loss", *LOG_PARTS, "choice", "skipped",
+                             "seconds"])
         bar = None
         if self.main and tc.get("progress", True):
             from tqdm import tqdm
@@ -354,18 +391,18 @@ class Trainer:
                     if batch is None:
                         self.skipped += int(tc["batch_size"])
                         continue
-                    x, target, n_bad = batch
+                    x, target, lmk, n_bad = batch
                     self.skipped += n_bad
+                    if bool(self.cfg["loss"].get("fix_tz", True)):
+                        # t_z is not observable (crop frame, orthographic): the released model
+                        # predicts the mean; profiled/augmented labels move it — do not learn it
+                        target[:, 11] = 0.0
                     self.net.train()
                     if bool(tc.get("freeze_bn", False)):
                         self._freeze_bn()
-                    held = self._held_batch(self.step) if self.meta is not None else None
-                    if held is not None:
-                        weights = self.meta.weights(self.model, x, target, held[0], held[1])
-                    else:  # no meta-joint, or no usable held-out sample: plain fWPDC
-                        weights = {"fwpdc" if cfg_main == "meta" else cfg_main: 1.0}
+                    weights = self._step_weights(x, target)
                     out = self.net(x)
-                    loss, parts = self.compute_loss(out, target, weights)
+                    loss, parts = self.compute_loss(out, target, weights, lmk, x)
                     self.opt.zero_grad(set_to_none=True)
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), 10.0)
@@ -381,11 +418,11 @@ class Trainer:
                         bar.update(1)
                         bar.set_postfix(loss=f"{lv:.3g}")
                     if self.main and (self.step % int(tc["log_every"]) == 0 or self.step == self.steps):
-                        choice = max(weights, key=weights.get)
+                        choice = max(weights, key=weights.get) if weights else "-"
                         writer.writerow([self.step, epoch, f"{self.sched.get_last_lr()[0]:.3g}",
                                          f"{np.mean(losses_window):.6g}",
                                          *[f"{parts.get(k, float('nan')):.6g}" for k in
-                                           ("fwpdc", "vdc", "wpdc", "lmk", "lm_reg")],
+                                           LOG_PARTS],
                                          choice, self.skipped, f"{time.time() - t0:.1f}"])
                         log_f.flush()
                         if tb is not None:
@@ -398,6 +435,8 @@ class Trainer:
                     if self.main and self.step % int(tc["ckpt_every"]) == 0:
                         self._save_state(self.out / "last.pth")
                 epoch += 1
+                if self.cfg["data"].get("reload"):
+                    self._reload_train()
         finally:
             if bar is not None:
                 bar.close()
@@ -413,7 +452,8 @@ class Trainer:
             from tddfa.train.export import export_checkpoint, export_onnx
 
             summary["checkpoint"] = str(export_checkpoint(self.model, self.out / "model.pth"))
-            summary["onnx"] = str(export_onnx(self.model, self.out / "model.onnx"))
+            if tc.get("export_onnx", True):
+                summary["onnx"] = str(export_onnx(self.model, self.out / "model.onnx"))
             summary["val"] = [v for v in val_hist if v]
             if self.skipped:
                 log.warning("%d sample(s) skipped for bad input during training", self.skipped)
@@ -424,6 +464,20 @@ class Trainer:
             torch.distributed.barrier()
             torch.distributed.destroy_process_group()
         return summary
+
+    def _reload_train(self) -> None:
+        """Re-read the training sources (``data.reload``: a manifest still growing, e.g. while
+        ``tddfa data profile`` shards run); held-out samples stay out."""
+        from tddfa.train.samples import SampleSet
+
+        srcs = self.cfg["data"]["train"]
+        srcs = [srcs] if isinstance(srcs, dict) else srcs
+        samples = SampleSet.concat([_load_source(s, self.out) for s in srcs])
+        keep = np.array([str(n) not in self._held_names for n in samples.names])
+        if keep.sum() > len(self.train_set):
+            self.train_set.samples = samples.subset(np.flatnonzero(keep))
+            self.n_train = len(self.train_set)
+            log.info("reloaded the training sources: %d samples", self.n_train)
 
     def _freeze_bn(self) -> None:
         for m in self.model.modules():
@@ -436,11 +490,22 @@ class Trainer:
             return None
         v["step"] = self.step
         new = not (self.out / "val.csv").is_file()
+        keys = ["step", "nme", "nme_median", "n"] + sorted(k for k in v if k.startswith(("nme_b", "nme_all")))
         with open(self.out / "val.csv", "a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["step", "nme", "nme_median", "n"])
-            w.writerow([self.step, f"{v['nme']:.4f}", f"{v['nme_median']:.4f}", v["n"]])
+                w.writerow(keys)
+            w.writerow([f"{v[k]:.4f}" if isinstance(v.get(k), float) else v.get(k, "") for k in keys])
+        if getattr(self, "tb", None) is not None:
+            for k in keys[1:]:
+                if isinstance(v.get(k), float):
+                    self.tb.add_scalar(f"val/{k}", v[k], self.step)
+            if getattr(self, "_validator", None) is not None:
+                from tddfa.train.validation import draw_samples
+
+                self.tb.add_image("val/samples", draw_samples(self.model, self._validator),
+                                  self.step, dataformats="HWC")
+            self.tb.flush()
         log.info("step %d: validation NME %.3f%% (median %.3f%%)", self.step, v["nme"],
                  v["nme_median"])
         if v["nme"] < self.best:
