@@ -145,7 +145,10 @@ class FaceBoxesDetector:
             return np.zeros((0, 5), np.float32)
         loc, conf = self.session.run(["loc", "conf"], {"input": np.ascontiguousarray(small)[None]})
         scores = conf[0, :, 1]
-        idx = np.flatnonzero(scores > self.pre_threshold)
+        # Candidates below the final threshold are dropped before decoding and NMS: NMS only
+        # lets a box suppress lower-scored ones, which the final threshold removes anyway, so
+        # the result is the official two-threshold one at a fraction of the NMS work.
+        idx = np.flatnonzero(scores > max(self.pre_threshold, self.score_threshold))
         if idx.size == 0:
             return np.zeros((0, 5), np.float32)
         priors = prior_boxes(sh, sw)

@@ -23,30 +23,35 @@ def decompose_projection(P: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     two rows normalised plus their cross product.
     """
     P = np.asarray(P, dtype=np.float64)
-    r1, r2 = P[..., 0, :3], P[..., 1, :3]
-    n1 = np.linalg.norm(r1, axis=-1, keepdims=True)
-    n2 = np.linalg.norm(r2, axis=-1, keepdims=True)
-    scale = (n1[..., 0] + n2[..., 0]) / 2.0
-    r1 = r1 / n1
-    r2 = r2 / n2
-    R = np.stack([r1, r2, np.cross(r1, r2)], axis=-2)
+    R = np.empty(P.shape[:-2] + (3, 3))
+    n1 = np.sqrt(np.square(P[..., 0, :3]).sum(-1))
+    n2 = np.sqrt(np.square(P[..., 1, :3]).sum(-1))
+    scale = (n1 + n2) / 2.0
+    r1 = np.divide(P[..., 0, :3], n1[..., None], out=R[..., 0, :])
+    r2 = np.divide(P[..., 1, :3], n2[..., None], out=R[..., 1, :])
+    # r1 × r2, written out (np.cross costs more than the product for one face)
+    R[..., 2, 0] = r1[..., 1] * r2[..., 2] - r1[..., 2] * r2[..., 1]
+    R[..., 2, 1] = r1[..., 2] * r2[..., 0] - r1[..., 0] * r2[..., 2]
+    R[..., 2, 2] = r1[..., 0] * r2[..., 1] - r1[..., 1] * r2[..., 0]
     return scale, R, P[..., :, 3].copy()
 
 
 def rotation_to_angles(R: np.ndarray) -> np.ndarray:
     """Yaw, pitch, roll in **radians** ``(..., 3)`` from rotation matrices ``(..., 3, 3)``."""
     R = np.asarray(R, dtype=np.float64)
+    out = np.empty(R.shape[:-2] + (3,))
     r20 = R[..., 2, 0]
-    yaw = np.arcsin(np.clip(r20, -1.0, 1.0))
-    pitch = np.arctan2(R[..., 2, 1], R[..., 2, 2])
-    roll = np.arctan2(R[..., 1, 0], R[..., 0, 0])
+    np.arcsin(np.clip(r20, -1.0, 1.0), out=out[..., 0])
+    np.arctan2(R[..., 2, 1], R[..., 2, 2], out=out[..., 1])
+    np.arctan2(R[..., 1, 0], R[..., 0, 0], out=out[..., 2])
     hi = r20 > GIMBAL_LOCK
     lo = r20 < -GIMBAL_LOCK
-    yaw = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, yaw))
-    pitch = np.where(hi, np.arctan2(-R[..., 0, 1], -R[..., 0, 2]), pitch)
-    pitch = np.where(lo, np.arctan2(R[..., 0, 1], R[..., 0, 2]), pitch)
-    roll = np.where(hi | lo, 0.0, roll)
-    return np.stack([yaw, pitch, roll], axis=-1)
+    if hi.any() or lo.any():  # gimbal lock: yaw ±90°, roll 0, pitch from the first row
+        out[..., 0] = np.where(hi, np.pi / 2, np.where(lo, -np.pi / 2, out[..., 0]))
+        out[..., 1] = np.where(hi, np.arctan2(-R[..., 0, 1], -R[..., 0, 2]), out[..., 1])
+        out[..., 1] = np.where(lo, np.arctan2(R[..., 0, 1], R[..., 0, 2]), out[..., 1])
+        out[..., 2] = np.where(hi | lo, 0.0, out[..., 2])
+    return out
 
 
 def angles_to_rotation(yaw: float, pitch: float, roll: float) -> np.ndarray:

@@ -229,6 +229,12 @@ def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxru
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    # Idle intra-op threads sleep instead of spin-waiting: a pipeline alternates between two
+    # sessions (detector, regressor), and each session's spinning pool took the cores the other
+    # needed (measured on 2 cores: photo align 46.7 -> 30.9 ms, video tracking 5.8 -> 4.3 ms per
+    # frame; benchmarks/bench_spinning.py). TDDFA_ORT_SPIN=1 restores ONNX Runtime's default.
+    spin = os.environ.get("TDDFA_ORT_SPIN", "0").strip() not in ("", "0", "false", "no")
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     src = str(model) if isinstance(model, Path) else model
     try:
         return ort.InferenceSession(src, so, providers=providers)

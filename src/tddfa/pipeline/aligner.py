@@ -240,9 +240,11 @@ def faces_from_params(
     params = np.asarray(params, np.float32).reshape(-1, 62)
     # geometry is computed from the float32 roi each Face stores, so it can be recomputed exactly
     rois = np.asarray(rois, np.float32).reshape(-1, 4).astype(np.float64)
-    if boxes is None:
-        boxes = np.hstack([rois, np.ones((len(rois), 1))])
-    boxes = _as_boxes(boxes)
+    if boxes is None:  # the rois themselves, score 1 (already checked: no validation needed)
+        boxes = np.ones((len(rois), 5), np.float32)
+        boxes[:, :4] = rois
+    else:
+        boxes = _as_boxes(boxes)
     lms = mm.reconstruct_image(params, rois, dense=False)
     verts = mm.reconstruct_image(params, rois, dense=True) if dense else None
     angles, R, scale, t = pose_from_params(params)

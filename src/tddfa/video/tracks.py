@@ -24,7 +24,8 @@ __all__ = ["Track", "TrackSet", "SceneCutDetector", "RegionDetector", "face_size
 
 def lm_box(lm: np.ndarray) -> np.ndarray:
     """``(4,)`` float32 box (x1, y1, x2, y2) of landmarks ``(K, 2|3)``, image pixels."""
-    return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()], np.float32)
+    xy = lm[:, :2]
+    return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float32)
 
 
 def face_size(box: np.ndarray) -> float:
