@@ -44,6 +44,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=30)
     ap.add_argument("--cascade", default=None, help="cascade folder (default: the packaged one)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="ONNX Runtime threads for the stage graphs (0 = one per core, the default)")
     args = ap.parse_args()
 
     from tddfa.face.crop import crop_roi, roi_from_landmarks
@@ -80,7 +82,7 @@ def main() -> None:
     try:
         from tddfa.v1.cascade import CascadeRegressor
 
-        reg = CascadeRegressor(args.cascade, threads=1)
+        reg = CascadeRegressor(args.cascade, threads=args.threads)
         for k in range(1, reg.n_stages + 1):
             rows[f"stage_{k}"] = (_median_ms(lambda k=k: reg.run_stage(k, one_c, one_p), args.repeat),
                                   _median_ms(lambda k=k: reg.run_stage(k, crops, params), args.repeat, 32))

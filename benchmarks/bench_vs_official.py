@@ -6,7 +6,8 @@ Without ``--official`` (or when the folder is missing) it prints a note and exit
 
 Stages, timed on the same decoded photos in interleaved rounds (official, then tddfa, then the
 next stage; ``--rounds`` rounds of ``--repeat`` calls each; the figure is the median over all
-calls, and the ratio official / tddfa of those medians):
+calls, and the ratio official / tddfa of those medians; ``--settle`` seconds of pause before
+each block, so that one side's spin-waiting ONNX Runtime threads are not timed against the other):
 
 * ``detect`` — FaceBoxes on the whole photo (official ``FaceBoxes_ONNX`` vs
   ``FaceBoxesDetector``);
@@ -83,7 +84,12 @@ def load_official(folder: Path):
     return det, tddfa, render, tddfa.tri
 
 
-def timed(fn, n: int) -> list[float]:
+def timed(fn, n: int, settle: float = 0.0) -> list[float]:
+    """``n`` timings of ``fn()`` in ms, after a pause of ``settle`` seconds: the official code's
+    ONNX Runtime sessions keep their idle threads spin-waiting for a while after a run, which
+    took the cores from whatever ran next (the pause lets them go to sleep before each block)."""
+    if settle > 0:
+        time.sleep(settle)
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -98,6 +104,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--repeat", type=int, default=10, help="calls per stage per round")
     ap.add_argument("--photos", nargs="*", default=list(PHOTOS))
+    ap.add_argument("--settle", type=float, default=0.05,
+                    help="seconds of pause before each block of calls, so that neither side's "
+                         "idle (spinning) threads are timed against the other (0.05)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "vs-official.json")
     args = ap.parse_args()
     if args.official is None or not (args.official / "TDDFA_ONNX.py").is_file():
@@ -148,6 +157,7 @@ def main() -> int:
         return pairs, len(boxes), len(o_boxes)
 
     report: dict = {"protocol": "vs-official", "rounds": args.rounds, "repeat": args.repeat,
+                    "settle_s": args.settle,
                     "dense_model": mm.source, "photos": {}}
     print(f"dense model (both sides): {mm.source}; {args.rounds} interleaved rounds x "
           f"{args.repeat} calls; medians in ms; ratio = official / tddfa")
@@ -164,8 +174,8 @@ def main() -> int:
             ft()
         for _ in range(args.rounds):
             for s, (fo, ft) in pairs.items():
-                times[s][0].extend(timed(fo, args.repeat))
-                times[s][1].extend(timed(ft, args.repeat))
+                times[s][0].extend(timed(fo, args.repeat, args.settle))
+                times[s][1].extend(timed(ft, args.repeat, args.settle))
         rows = {}
         print(f"\n{name} ({img.shape[1]}x{img.shape[0]}, {n_faces} faces; official found "
               f"{n_official})")

@@ -98,8 +98,10 @@ class MorphableModel:
 
     def shape_vectors(self, params: np.ndarray, dense: bool) -> np.ndarray:
         """Model-space shapes ``(B, N, 3)`` float32 (before pose) for ``params`` ``(B, 62)``."""
-        _, _, a_shp, a_exp = split_params(params)
-        alpha = np.concatenate([a_shp, a_exp], axis=1).astype(np.float32)
+        params = np.asarray(params)
+        if params.ndim != 2 or params.shape[1] != N_PARAMS:
+            raise InputError(f"params must be (B, {N_PARAMS}), got {params.shape}")
+        alpha = params[:, 12:62].astype(np.float32)  # 40 shape then 10 expression coefficients
         if dense:
             self._require_dense()
             u, w = self.u, self.w
