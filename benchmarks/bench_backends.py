@@ -14,24 +14,15 @@ import argparse
 import json
 import os
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
+from _timing import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
 PHOTOS = ("emma.jpg", "trump_hillary.jpg", "JianzhuGuo.jpg", "0013.jpg")
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def main() -> int:

@@ -50,10 +50,10 @@ import json
 import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _timing import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -82,20 +82,6 @@ def load_official(folder: Path):
     finally:
         os.chdir(cwd)
     return det, tddfa, render, tddfa.tri
-
-
-def timed(fn, n: int, settle: float = 0.0) -> list[float]:
-    """``n`` timings of ``fn()`` in ms, after a pause of ``settle`` seconds: the official code's
-    ONNX Runtime sessions keep their idle threads spin-waiting for a while after a run, which
-    took the cores from whatever ran next (the pause lets them go to sleep before each block)."""
-    if settle > 0:
-        time.sleep(settle)
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
 
 
 def main() -> int:
