@@ -28,7 +28,12 @@ minimum size) of the tracker with and without validation / cut detection.
 library default, and with one thread as the `tddfa video` default) against MediaPipe FaceMesh
 (``mediapipe==0.10.14``, legacy ``solutions.face_mesh`` in video mode) side by side on the
 decoded frames of the video, best of ``--passes``; skipped with a message when mediapipe is not
-importable (install it in a separate venv and run this script with that interpreter).
+importable (install it in a separate venv and run this script with that interpreter). The
+OpenCV that MediaPipe pins decodes only the first 55 of obama.mp4's 158 frames, so decode with
+the project's environment first and pass the frames::
+
+    python benchmarks/bench_video.py --dump-frames /tmp/obama.npy
+    /path/to/mp-venv/bin/python benchmarks/bench_video.py --mediapipe --only --frames /tmp/obama.npy
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -127,6 +134,17 @@ def stability_report(aligner: FaceAligner, n_frames: int = 60, seeds: int = 3) -
         print(f"  {kind:13s} " + "  ".join(f"{m}: {np.mean(rows[(kind, m)]):.4f}" for m in modes))
     print("still frame x30, max landmark change between frames (px): "
           + "  ".join(f"{m}: {max(jitter[m]):.4g}" for m in modes))
+
+
+def declared_frame_count(path: Path) -> int:
+    """Frame count the container declares (0 when unknown)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0)
+    finally:
+        cap.release()
 
 
 def decoded_frames(path: Path) -> list:
@@ -223,7 +241,7 @@ def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
           f"load average {os.getloadavg()[0]:.1f}):")
     best_t, cpu_t = max(x[0] for x in theirs), min(x[1] for x in theirs)
     for name, res in (("tddfa sparse tracking + validation", ours),
-                      ("  the same, max_faces=1", one),
+                      ("  the same, max_faces=1 (as MediaPipe)", one),
                       ("  the same, 1 thread (CLI default)", single),
                       ("MediaPipe FaceMesh, max_num_faces=1", theirs)):
         best, cpu = max(x[0] for x in res), min(x[1] for x in res)
@@ -245,6 +263,10 @@ def main() -> None:
     ap.add_argument("--mediapipe", action="store_true",
                     help="speed side by side with MediaPipe FaceMesh (decoded frames)")
     ap.add_argument("--passes", type=int, default=3, help="--mediapipe: passes, best taken (3)")
+    ap.add_argument("--dump-frames", metavar="F.npy",
+                    help="decode the video, save its frames to this .npy and exit")
+    ap.add_argument("--frames", metavar="F.npy",
+                    help="--mediapipe: use these decoded frames (from --dump-frames)")
     args = ap.parse_args()
     path = Path(args.video)
     aligner = FaceAligner(threads=1)  # as VideoAligner's default
@@ -257,8 +279,19 @@ def main() -> None:
     print(f"video: {path.name}, runs: {args.runs}, cpu count: {os.cpu_count()}, "
           f"load average: {os.getloadavg()[0]:.2f}")
     only = args.only  # `--only` with no names: no speed scenarios
+    if args.dump_frames:
+        frames = np.stack(decoded_frames(path))
+        np.save(args.dump_frames, frames)
+        print(f"wrote {len(frames)} decoded frames to {args.dump_frames}")
+        return
     if args.mediapipe:
-        mediapipe_report(aligner, decoded_frames(path), args.passes)
+        frames = list(np.load(args.frames)) if args.frames else decoded_frames(path)
+        declared = declared_frame_count(path)
+        if declared and len(frames) < declared:
+            print(f"note: {len(frames)} of the {declared} frames the file declares were decoded "
+                  "(older OpenCV builds stop early on obama.mp4); decode with the project's "
+                  "environment: --dump-frames F there, then --frames F here")
+        mediapipe_report(aligner, frames, args.passes)
     if args.mot:
         mot_report(aligner, decoded_frames(SHARED / "samples" / "obama.mp4"), args.min_face,
                    Path(args.save_mot) if args.save_mot else None)
