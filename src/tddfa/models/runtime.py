@@ -32,7 +32,7 @@ AUTO_BACKEND = {"detector": "openvino", "regressor": "onnxruntime"}
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 
 
 def _file_digest(path: Path) -> str:
