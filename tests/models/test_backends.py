@@ -32,7 +32,11 @@ def test_unknown_device_and_backend():
         resolve_backend("tensorrt", "detector")
 
 
-def test_auto_picks_per_network_and_falls_back():
+def test_auto_picks_per_network_and_falls_back(monkeypatch):
+    from tddfa.models import runtime
+
+    # the table follows the measurements; check the selection logic with a table that names both
+    monkeypatch.setitem(runtime.AUTO_BACKEND, "detector", "openvino")
     assert resolve_backend("auto", "detector", have_openvino=True) == "openvino"
     assert resolve_backend("auto", "regressor", have_openvino=True) == "onnxruntime"
     assert resolve_backend("auto", "detector", have_openvino=False) == "onnxruntime"

@@ -13,7 +13,7 @@ def add_batch_arguments(p) -> None:
     s = p.add_argument_group("runtime")
     s.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "openvino", "auto"],
                    help="inference backend; auto = the faster measured one per network "
-                        "(OpenVINO for the detector when tddfa[openvino] is installed)")
+                        "(today ONNX Runtime for both: benchmarks/bench_backends.py)")
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                    help="cuda uses ONNX Runtime's CUDA provider (pip install onnxruntime-gpu)")
     g = p.add_argument_group("batch (folders and lists of images)")

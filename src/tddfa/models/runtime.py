@@ -26,9 +26,11 @@ BACKENDS = ("onnxruntime", "openvino", "auto")
 DEVICES = ("cpu", "cuda")
 
 #: The backend ``auto`` picks per network, from side-by-side timings on the sample photos
-#: (benchmarks/bench_backends.py): OpenVINO ran the FaceBoxes graph faster than ONNX Runtime,
-#: and was not faster for the small 120×120 regressor.
-AUTO_BACKEND = {"detector": "openvino", "regressor": "onnxruntime"}
+#: (benchmarks/bench_backends.py, docs/results/backends.json). OpenVINO ran the FaceBoxes graph
+#: 1.9x faster until the graph's mean subtraction moved after its transpose and ONNX Runtime's
+#: threads stopped spin-waiting; measured again after both (2026-12-04), ONNX Runtime is the
+#: faster backend for both networks (ORT/OV time: detector 0.89-0.99, regressor 0.79-0.89).
+AUTO_BACKEND = {"detector": "onnxruntime", "regressor": "onnxruntime"}
 
 log = logging.getLogger(__name__)
 
