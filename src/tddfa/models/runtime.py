@@ -34,7 +34,7 @@ AUTO_BACKEND = {"detector": "onnxruntime", "regressor": "onnxruntime"}
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 
 
 def _file_digest(path: Path) -> str:
