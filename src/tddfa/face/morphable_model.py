@@ -104,11 +104,14 @@ class MorphableModel:
         alpha = params[:, 12:62].astype(np.float32)  # 40 shape then 10 expression coefficients
         if dense:
             self._require_dense()
-            u, w = self.u, self.w
+            s = alpha @ self.w.T
+            s += self.u
         else:
-            u, w = self.u_lm, self.w_lm
-        s = alpha @ w.T
-        s += u
+            # 68 landmarks: a product this small gains nothing from BLAS, and some OpenBLAS builds
+            # (e.g. NumPy 1.26's) keep their threads spinning after every call, taking a core
+            # from the networks for the whole of a video; einsum's own loop avoids that
+            s = np.einsum("bk,nk->bn", alpha, self.w_lm)
+            s += self.u_lm
         return s.reshape(len(alpha), -1, 3)
 
     def reconstruct(self, params: np.ndarray, dense: bool = False) -> np.ndarray:
@@ -143,7 +146,7 @@ class MorphableModel:
         """``M @ shape + c`` per face for linear maps ``M`` ``(B, 3, 3)`` and offsets ``c`` ``(B, 3)``."""
         if not dense:
             s = self.shape_vectors(params, dense=False)
-            return (np.matmul(s, M.transpose(0, 2, 1).astype(np.float32))
+            return (np.einsum("bni,bji->bnj", s, M.astype(np.float32))  # no BLAS (see above)
                     + c[:, None, :].astype(np.float32))
         self._require_dense()
         alpha = np.ascontiguousarray(params[:, 12:62], dtype=np.float32)
