@@ -138,18 +138,12 @@ def run_cell(base: dict, row: dict, seed: int, out_dir: Path, ev: dict) -> dict:
 
 def _aflw(model, ev: dict) -> dict[str, float]:
     """AFLW2000-3D crop-protocol NME by bucket of a torch model (reported, never chosen on)."""
-    import torch
-
     from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
-    from tddfa.face.fitting import param_prior
-    from tddfa.train.model import to_input
+    from tddfa.train.model import predict_params
     from tddfa.train.validation import summarize
 
-    mean, std = param_prior()
-
     def predict(crops: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model(to_input(crops))[0].numpy().astype(np.float64) * std + mean
+        return predict_params(model, crops, batch_size=max(len(crops), 1))
 
     r = eval_aflw2000_crop(predict, ev["aflw2000"], pose=False, limit=ev.get("aflw_limit"))
     a = summarize(np.asarray(r.arrays["nme"]), np.asarray(r.arrays["yaw"]))

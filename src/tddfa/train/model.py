@@ -21,7 +21,7 @@ from tddfa.errors import ModelError, require
 torch = require("torch", "train")
 nn = torch.nn
 
-__all__ = ["MobileNetV1", "to_input", "load_official_weights", "build_model"]
+__all__ = ["MobileNetV1", "to_input", "predict_params", "load_official_weights", "build_model"]
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +98,25 @@ def to_input(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ModelError(f"crops must be (B, H, W, 3), got {tuple(t.shape)}")
     return (t.permute(0, 3, 1, 2).float() - 127.5) / 128.0
+
+
+def predict_params(model: torch.nn.Module, crops: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """De-normalised parameters ``(N, 62)`` float64 of ``model`` (or its DDP wrapper) for uint8
+    BGR crops ``(N, 120, 120, 3)``, in eval mode and batches of ``batch_size``; the model's
+    train/eval mode is restored afterwards."""
+    from tddfa.face.fitting import param_prior
+
+    mean, std = param_prior()
+    m = getattr(model, "module", model)
+    was = m.training
+    m.eval()
+    try:
+        with torch.no_grad():
+            out = [m(to_input(crops[i:i + batch_size]))[0].numpy()
+                   for i in range(0, len(crops), batch_size)]
+    finally:
+        m.train(was)
+    return np.concatenate(out).astype(np.float64) * std + mean
 
 
 def load_official_weights(model: MobileNetV1, path: str | Path | None = None,

@@ -57,20 +57,10 @@ class ManifestValidator:
 
     def predict(self, model, batch_size: int = 128) -> np.ndarray:
         """Model landmarks ``(N, 68, 2)`` float64, image pixels."""
-        from tddfa.face.fitting import param_prior
         from tddfa.face.morphable_model import load_morphable_model, to_image_frame
-        from tddfa.train.model import to_input
+        from tddfa.train.model import predict_params
 
-        mean, std = param_prior()
-        m = getattr(model, "module", model)
-        was = m.training
-        m.eval()
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(self.crops), batch_size):
-                out.append(m(to_input(self.crops[i:i + batch_size]))[0].numpy())
-        m.train(was)
-        params = np.concatenate(out).astype(np.float64) * std + mean
+        params = predict_params(model, self.crops, batch_size)
         lm = to_image_frame(load_morphable_model().reconstruct(params), self.rois)[..., :2]
         return np.asarray(lm, np.float64)
 
@@ -107,9 +97,8 @@ def stability_eval(model, root: str | Path, split: str = "helen_test", n_faces: 
     import cv2
 
     from tddfa.face.crop import crop_roi, roi_from_landmarks
-    from tddfa.face.fitting import param_prior
     from tddfa.face.morphable_model import load_morphable_model, to_image_frame
-    from tddfa.train.model import to_input
+    from tddfa.train.model import predict_params
     from tddfa.video.stability import (
         smooth_random_motion,
         stability,
@@ -121,28 +110,20 @@ def stability_eval(model, root: str | Path, split: str = "helen_test", n_faces: 
     with np.load(root / f"{split}.npz", allow_pickle=False) as z:
         names = np.asarray(z["names"]).astype(str)[:n_faces]
         gts = np.asarray(z["landmarks"], np.float64)[:n_faces]
-    mean, std = param_prior()
     mm = load_morphable_model()
-    m = getattr(model, "module", model)
-    was = m.training
-    m.eval()
     scores = []
-    try:
-        for k, (name, gt) in enumerate(zip(names, gts, strict=True)):
-            img = cv2.imread(str(root / split / f"{name}.jpg"), cv2.IMREAD_COLOR)
-            if img is None:
-                raise InputError(f"cannot read {root / split / name}.jpg")
-            motion = smooth_random_motion(n_frames, gt.mean(axis=0), seed=seed * 1000 + k)
-            frames = synthesize_video(img, motion)
-            truth = transform_points(gt, motion.matrices)
-            rois = np.stack([roi_from_landmarks(t) for t in truth])
-            crops = np.stack([crop_roi(f, r) for f, r in zip(frames, rois, strict=True)])
-            with torch.no_grad():
-                p = m(to_input(crops))[0].numpy().astype(np.float64) * std + mean
-            pred = to_image_frame(mm.reconstruct(p), rois)[..., :2]
-            scores.append(stability(pred, truth))
-    finally:
-        m.train(was)
+    for k, (name, gt) in enumerate(zip(names, gts, strict=True)):
+        img = cv2.imread(str(root / split / f"{name}.jpg"), cv2.IMREAD_COLOR)
+        if img is None:
+            raise InputError(f"cannot read {root / split / name}.jpg")
+        motion = smooth_random_motion(n_frames, gt.mean(axis=0), seed=seed * 1000 + k)
+        frames = synthesize_video(img, motion)
+        truth = transform_points(gt, motion.matrices)
+        rois = np.stack([roi_from_landmarks(t) for t in truth])
+        crops = np.stack([crop_roi(f, r) for f, r in zip(frames, rois, strict=True)])
+        p = predict_params(model, crops, batch_size=len(crops))  # one batch per video
+        pred = to_image_frame(mm.reconstruct(p), rois)[..., :2]
+        scores.append(stability(pred, truth))
     return float(np.mean(scores))
 
 
@@ -174,10 +155,10 @@ def validate_300w(model, root: str | Path, split: str = "helen_test", limit: int
     """2-D NME (percent, √(w·h) of the GT box) of ``model`` on a 300W-crops split, cropping each
     face with :func:`~tddfa.crop.roi_from_landmarks` of its annotation (the AFLW2000 protocol)."""
     from tddfa.face.crop import crop_roi, roi_from_landmarks
-    from tddfa.face.fitting import nme, param_prior
+    from tddfa.face.fitting import nme
     from tddfa.face.morphable_model import load_morphable_model, to_image_frame
     from tddfa.train.dataset import _read_image
-    from tddfa.train.model import to_input
+    from tddfa.train.model import predict_params
 
     root = Path(root)
     with np.load(root / f"{split}.npz", allow_pickle=False) as z:
@@ -188,16 +169,7 @@ def validate_300w(model, root: str | Path, split: str = "helen_test", limit: int
     rois = np.stack([roi_from_landmarks(p) for p in gt])
     crops = np.stack([crop_roi(_read_image(str(root / split / f"{n}.jpg")), r)
                       for n, r in zip(names, rois, strict=True)])
-    mean, std = param_prior()
-    m = getattr(model, "module", model)
-    was = m.training
-    m.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(crops), batch_size):
-            out.append(m(to_input(crops[i:i + batch_size]))[0].numpy())
-    m.train(was)
-    params = np.concatenate(out).astype(np.float64) * std + mean
+    params = predict_params(model, crops, batch_size)
     mm = load_morphable_model()
     lm = to_image_frame(mm.reconstruct(params), rois)[..., :2]
     e = nme(lm, gt) * 100
