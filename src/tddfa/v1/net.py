@@ -21,30 +21,12 @@
 from __future__ import annotations
 
 from tddfa.errors import require
+from tddfa.train.model import BLOCKS, DepthWiseBlock  # the same blocks and module names as V2's
 
 torch = require("torch", "train")
 nn = torch.nn
 
 __all__ = ["V1MobileNet", "CascadeStageNet"]
-
-_BLOCKS = [("dw2_1", 1, 32, 64), ("dw2_2", 2, 64, 128), ("dw3_1", 1, 128, 128),
-           ("dw3_2", 2, 128, 256), ("dw4_1", 1, 256, 256), ("dw4_2", 2, 256, 512),
-           ("dw5_1", 1, 512, 512), ("dw5_2", 1, 512, 512), ("dw5_3", 1, 512, 512),
-           ("dw5_4", 1, 512, 512), ("dw5_5", 1, 512, 512), ("dw5_6", 2, 512, 1024),
-           ("dw6", 1, 1024, 1024)]
-
-
-class _DW(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int) -> None:
-        super().__init__()
-        self.conv_dw = nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False)
-        self.bn_dw = nn.BatchNorm2d(cin)
-        self.conv_sep = nn.Conv2d(cin, cout, 1, 1, 0, bias=False)
-        self.bn_sep = nn.BatchNorm2d(cout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.bn_dw(self.conv_dw(x)))
-        return torch.relu(self.bn_sep(self.conv_sep(x)))
 
 
 class V1MobileNet(nn.Module):
@@ -56,13 +38,13 @@ class V1MobileNet(nn.Module):
         c = lambda n: int(n * width)  # noqa: E731
         self.conv1 = nn.Conv2d(3, c(32), 3, 2, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(c(32))
-        for name, stride, cin, cout in _BLOCKS:
-            setattr(self, name, _DW(c(cin), c(cout), stride))
+        for name, stride, cin, cout in BLOCKS:
+            setattr(self, name, DepthWiseBlock(c(cin), c(cout), stride))
         self.fc = nn.Linear(c(1024), n_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.relu(self.bn1(self.conv1(x)))
-        for name, *_ in _BLOCKS:
+        for name, *_ in BLOCKS:
             x = getattr(self, name)(x)
         return self.fc(x.mean(dim=(2, 3)))
 
