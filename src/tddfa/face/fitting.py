@@ -309,8 +309,7 @@ def _contour_lines(mm, band: float, inner: float, bin_width: float) -> tuple[np.
         raise InputError("landmark marching needs the dense model (bfm_noneck or "
                          "bfm_noneck_approx); only the 68-landmark bases were found")
     u = np.asarray(mm.u, np.float64).reshape(-1, 3)
-    kp = np.asarray(mm.keypoints).reshape(-1)[0::3] // 3 if np.asarray(mm.keypoints).size == 204 \
-        else np.asarray(mm.keypoints).reshape(-1)
+    kp = np.asarray(mm.keypoints, np.int64)  # (68,) dense vertex of each landmark
     width = u[:, 0].max() - u[:, 0].min()
     cx = u[kp[27:36], 0].mean()
     lines = []
@@ -355,9 +354,8 @@ def march_contour(params: np.ndarray, model=None) -> np.ndarray:
     mm = model if model is not None else load_morphable_model()
     p = np.asarray(params, np.float64).reshape(-1, 62)
     lines = contour_lines(mm)
-    kp = np.asarray(mm.keypoints).reshape(-1)
-    kp = kp[0::3] // 3 if kp.size == 204 else kp
-    idx = np.tile(kp.astype(np.int64), (len(p), 1))
+    kp = np.asarray(mm.keypoints, np.int64)  # (68,) dense vertex of each landmark
+    idx = np.tile(kp, (len(p), 1))
     P = p[:, :12].reshape(-1, 3, 4)
     # the face's left-right image direction: perpendicular to the image of its vertical axis
     # (well defined up to 90° yaw, unlike the image of the model x axis, which vanishes there),
