@@ -42,12 +42,18 @@ N_PARAMS, N_SHAPE, N_EXP = 62, 40, 10
 N_VERTICES, N_TRIANGLES, N_LANDMARKS = 38365, 76073, 68
 
 
-def split_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Split ``(B, 62)`` into linear part ``(B, 3, 3)``, offset ``(B, 3)``, shape ``(B, 40)`` and
-    expression ``(B, 10)`` coefficients."""
+def _checked(params: np.ndarray) -> np.ndarray:
+    """``params`` as an array, checked to be ``(B, 62)``."""
     params = np.asarray(params)
     if params.ndim != 2 or params.shape[1] != N_PARAMS:
         raise InputError(f"params must be (B, {N_PARAMS}), got {params.shape}")
+    return params
+
+
+def split_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Split ``(B, 62)`` into linear part ``(B, 3, 3)``, offset ``(B, 3)``, shape ``(B, 40)`` and
+    expression ``(B, 10)`` coefficients."""
+    params = _checked(params)
     P = params[:, :12].reshape(-1, 3, 4)
     return P[:, :, :3], P[:, :, 3], params[:, 12:52], params[:, 52:62]
 
@@ -98,10 +104,7 @@ class MorphableModel:
 
     def shape_vectors(self, params: np.ndarray, dense: bool) -> np.ndarray:
         """Model-space shapes ``(B, N, 3)`` float32 (before pose) for ``params`` ``(B, 62)``."""
-        params = np.asarray(params)
-        if params.ndim != 2 or params.shape[1] != N_PARAMS:
-            raise InputError(f"params must be (B, {N_PARAMS}), got {params.shape}")
-        alpha = params[:, 12:62].astype(np.float32)  # 40 shape then 10 expression coefficients
+        alpha = _checked(params)[:, 12:62].astype(np.float32)  # 40 shape, then 10 expression
         if dense:
             self._require_dense()
             s = alpha @ self.w.T
