@@ -11,13 +11,12 @@ Writes docs/results/backends.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 from pathlib import Path
 
 import numpy as np
-from _timing import timed
+from _common import timed, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -74,8 +73,7 @@ def main() -> int:
     report["median_ratio"] = {k: round(statistics.median(v), 3) for k, v in ratios.items() if v}
     report["load_average"] = os.getloadavg()
     print("median ORT/OV:", report["median_ratio"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

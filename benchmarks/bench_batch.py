@@ -14,13 +14,14 @@ Writes ``docs/results/batch.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -128,16 +129,14 @@ def main() -> int:
             print(f"{name:<12}{row['images_per_s']:>8.2f}{row['seconds']:>9.1f}"
                   f"{row['peak_rss_mb']:>13}{row['rss_at_10pct_mb']:>12}{row['exit']:>6}"
                   f"   (load {row['load_after']})", flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1) + "\n")  # after every mode
+            write_report(args.out, report)  # after every mode
     first = args.modes.split(",")[0]
     base = report["modes"].get(first, {}).get("images_per_s")
     if base:
         report["baseline"] = first
         report["speedup"] = {k: round(v["images_per_s"] / base, 2) for k, v in report["modes"].items()}
         print(f"speed-up vs {first}:", report["speedup"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -16,7 +16,6 @@ load average is printed beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -25,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _common import write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -89,8 +90,7 @@ def main() -> int:
             print(f"{line}  load {os.getloadavg()[0]:.1f}")
     report["peak_rss_mb_any_run"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
     report["load_average"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -22,6 +22,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from _common import write_report
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
 os.environ.setdefault("TDDFA_HOME", str(SHARED / "assets"))
@@ -106,8 +108,7 @@ def main() -> int:
         helper.wait(timeout=30)
     report["min_ratio"] = round(min(ratios), 3) if ratios else None
     report["load_average"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(f"worst MediaPipe/tddfa ratio {report['min_ratio']}; wrote {args.out}")
     return 0
 

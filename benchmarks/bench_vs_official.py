@@ -46,14 +46,13 @@ Results go to ``docs/results/vs-official.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 from pathlib import Path
 
 import numpy as np
-from _timing import timed
+from _common import timed, write_report
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TDDFA_SHARED", ROOT.parent / "shared"))
@@ -183,8 +182,7 @@ def main() -> int:
     except OSError:  # pragma: no cover
         pass
     print("\nworst ratio per stage:", report["min_ratio"], "met:", report["met"])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_report(args.out, report)
     print(f"wrote {args.out}")
     return 0
 

@@ -1,10 +1,12 @@
-"""Timing helper shared by the side-by-side benchmarks (imported as ``from _timing import timed``:
-the scripts run as ``python benchmarks/NAME.py``, so this folder is on ``sys.path``)."""
+"""Helpers shared by the benchmarks (imported as ``from _common import ...``: the scripts run as
+``python benchmarks/NAME.py``, so this folder is on ``sys.path``)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 
 def timed(fn: Callable[[], object], n: int, settle: float = 0.0) -> list[float]:
@@ -22,3 +24,11 @@ def timed(fn: Callable[[], object], n: int, settle: float = 0.0) -> list[float]:
         fn()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Write a benchmark's results as indented JSON, atomically (parent folders created)."""
+    from tddfa.io.atomic import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(report, indent=1) + "\n")
