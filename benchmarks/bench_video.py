@@ -29,7 +29,8 @@ library default, and with one thread as the `tddfa video` default) against Media
 (``mediapipe==0.10.14``, legacy ``solutions.face_mesh`` in video mode) side by side on the
 decoded frames of the video, best of ``--passes``; skipped with a message when mediapipe is not
 importable (install it in a separate venv and run this script with that interpreter). The
-OpenCV that MediaPipe pins decodes only the first 55 of obama.mp4's 158 frames, so decode with
+OpenCV that MediaPipe pins applies obama.mp4's edit list and yields only 55 of its 158 coded
+frames (tddfa's reader gets all of them, see the README), so decode with
 the project's environment first and pass the frames::
 
     python benchmarks/bench_video.py --dump-frames /tmp/obama.npy
@@ -289,7 +290,7 @@ def main() -> None:
         declared = declared_frame_count(path)
         if declared and len(frames) < declared:
             print(f"note: {len(frames)} of the {declared} frames the file declares were decoded "
-                  "(older OpenCV builds stop early on obama.mp4); decode with the project's "
+                  "(older OpenCV builds apply the MP4 edit list); decode with the project's "
                   "environment: --dump-frames F there, then --frames F here")
         mediapipe_report(aligner, frames, args.passes)
     if args.mot:
