@@ -177,3 +177,39 @@ def test_landmark_losses(setup):
     assert float(LandmarkRegressionLoss()(t, tp)) == pytest.approx(0.0, abs=1e-8)
     with pytest.raises(ValueError):
         LandmarkRegressionLoss()(t[:, :100], tp)
+
+
+def _loss_only_trainer(tm, **loss):
+    """A Trainer with just what compute_loss needs (no data, no model)."""
+    from tddfa.train.config import DEFAULTS
+    from tddfa.train.losses import LandmarkLoss
+    from tddfa.train.trainer import Trainer
+
+    tr = Trainer.__new__(Trainer)
+    tr.cfg = {"loss": {**DEFAULTS["loss"], **loss}}
+    tr.mm, tr.lm_loss, tr.losses, tr.teacher = tm, LandmarkLoss(tm), {}, None
+    return tr
+
+
+@pytest.mark.parametrize("target_kind", ["labels", "params"])
+def test_landmark_loss_uses_the_labelled_landmarks_when_asked(setup, target_kind):
+    """Regression: ``landmark_target: labels`` used to be overwritten by the parameters'
+    landmarks, so the marched labels never reached the loss. A sample with NaN labels falls
+    back to its parameters' landmarks."""
+    _, mean, std, tm = setup
+    rng = np.random.default_rng(3)
+    gt = torch.from_numpy((_random_params(rng, mean, std, 2) - mean) / std).float()
+    pred = gt + 0.05 * torch.randn(gt.shape, generator=torch.Generator().manual_seed(0))
+    own = tm.reconstruct(tm.denormalize(gt), landmarks=True)[..., :2]
+    labels = own + 7.0  # labels 7 px off the parameters' own landmarks in x and y
+    labels[1] = float("nan")
+    tr = _loss_only_trainer(tm, landmark_weight=1.0, landmark_target=target_kind)
+    _, parts = tr.compute_loss((pred, None), gt, {}, landmarks=labels)
+    lp = tm.reconstruct(tm.denormalize(pred), landmarks=True)[..., :2]
+    want_pts = own.clone()
+    if target_kind == "labels":
+        want_pts[0] = labels[0]
+    want = float(torch.sqrt(((lp - want_pts) ** 2).sum(-1) + 1e-12).mean())
+    assert parts["lmk"] == pytest.approx(want, rel=1e-5)
+    if target_kind == "labels":
+        assert parts["lmk"] > 3.0  # half the batch is ~9.9 px away

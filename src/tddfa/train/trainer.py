@@ -300,19 +300,25 @@ class Trainer:
             parts["distill"] = self.losses["fwpdc"](out[0], t_out)
             total = total + float(lc["distill_weight"]) * parts["distill"]
         pts = None
-        if (lc.get("landmark_target", "params") == "labels" and landmarks is not None
-                and bool(torch.isfinite(landmarks).all())):
-            pts = landmarks
+        if float(lc.get("landmark_weight", 0)) > 0 or float(lc.get("lm_reg_weight", 0)) > 0:
+            pts = self.landmark_targets(target, landmarks)
         if float(lc.get("landmark_weight", 0)) > 0:
-            pts = self.mm.reconstruct(self.mm.denormalize(target), landmarks=True)[..., :2]
             parts["lmk"] = self.lm_loss(out[0], pts)
             total = total + float(lc["landmark_weight"]) * parts["lmk"]
         if float(lc.get("lm_reg_weight", 0)) > 0:
-            if pts is None:
-                pts = self.mm.reconstruct(self.mm.denormalize(target), landmarks=True)[..., :2]
             parts["lm_reg"] = self.reg_loss(out[1], pts)
             total = total + float(lc["lm_reg_weight"]) * parts["lm_reg"]
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def landmark_targets(self, target, landmarks=None):
+        """Targets ``(B, 68, 2)`` (crop frame) of the landmark losses: the labelled landmarks of
+        each sample that has them when ``loss.landmark_target`` is ``labels``, otherwise (and
+        for samples whose labels are NaN) the 68 landmarks of the target parameters."""
+        pts = self.mm.reconstruct(self.mm.denormalize(target), landmarks=True)[..., :2]
+        if self.cfg["loss"].get("landmark_target", "params") == "labels" and landmarks is not None:
+            ok = torch.isfinite(landmarks).flatten(1).all(dim=1)
+            pts = torch.where(ok[:, None, None], landmarks.to(pts.dtype), pts)
+        return pts
 
     def _step_weights(self, x, target) -> dict[str, float]:
         """The main loss's weights for this step (phases, fixed joint, meta-joint or single)."""
