@@ -108,3 +108,39 @@ def test_paf_render_kind(shared):
     out = render("paf", img, faces)
     assert out.shape == img.shape and out.dtype == np.uint8
     assert (out != img).any()
+
+
+def test_pncc_is_the_rasteriser_render(mean_params):
+    # the fused PNCC kernel is the generic z-buffer (tddfa.render.rasterize) + NCC interpolation
+    from tddfa.render.rasterize import interpolate, rasterize
+    from tddfa.v1.features import anchors_crop, load_anchor_model, render_pncc_crops
+
+    rng = np.random.default_rng(0)
+    from tddfa.models.regressor import load_param_stats
+
+    mean, std = load_param_stats()
+    p = (mean + 0.3 * std * rng.normal(size=(4, 62))).astype(np.float32)
+    p[:, :12] = mean[:12]  # keep the pose: the face stays in the crop
+    out = render_pncc_crops(p)
+    m = load_anchor_model()
+    for b, v in enumerate(anchors_crop(p)):
+        depth, ti, bary = rasterize(v, m.tri, 120, 120)
+        want = interpolate(m.ncc * 255.0, m.tri, ti, bary)
+        face = ti >= 0
+        assert np.array_equal(out[b].any(axis=2) | face, face)
+        assert np.abs(out[b][face].astype(float) - want[face]).max() <= 0.5 + 1e-3
+
+
+def test_features_side_by_side_equal_sequential(mean_params):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tddfa.v1.features import render_features
+
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 256, (3, 120, 120, 3), dtype=np.uint8)
+    p = np.repeat(mean_params, 3, 0)
+    p[1, 12:] += 1e3 * rng.normal(size=50).astype(np.float32)
+    a = render_features(crops, p, 3)
+    with ThreadPoolExecutor(1) as pool:
+        b = render_features(crops, p, 3, pool=pool)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))

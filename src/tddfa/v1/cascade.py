@@ -118,6 +118,19 @@ class CascadeRegressor:
         self.width = 0.5
         self.input_size = 120
         self.last_fallbacks = np.zeros((0, len(self.sessions)), bool)
+        self.threads = threads
+        self._pool = None
+
+    def _feature_pool(self):
+        """A one-thread executor that renders PNCC while the caller renders PAF (None with
+        ``threads=1``: everything on the calling thread)."""
+        if self.threads == 1:
+            return None
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tddfa-pncc")
+        return self._pool
 
     @property
     def n_stages(self) -> int:
@@ -132,12 +145,9 @@ class CascadeRegressor:
     def run_stage(self, k: int, crops: np.ndarray, params: np.ndarray) -> np.ndarray:
         """Stage ``k`` (1-based) applied to ``params`` ``(B, 62)`` → raw new estimates (may hold
         non-finite rows; :meth:`predict_stages` handles them)."""
-        from tddfa.v1.features import anchors_crop, render_paf_crops, render_pncc_crops
+        from tddfa.v1.features import render_features
 
-        with np.errstate(all="ignore"):
-            a = anchors_crop(params)
-            pncc = render_pncc_crops(params, anchors=a)
-            paf = render_paf_crops(crops, params, self.kernel, anchors=a)
+        pncc, paf = render_features(crops, params, self.kernel, pool=self._feature_pool())
         d = self.sessions[k - 1].run(["delta"], {"crop": crops, "pncc": pncc, "paf": paf})[0]
         return _apply_np(d, params, self.pose, self.std)
 

@@ -123,10 +123,9 @@ def _start_estimates(crops: np.ndarray, start: str) -> np.ndarray:
 
 
 def _features(crops: np.ndarray, params: np.ndarray, kernel: int):
-    from tddfa.v1.features import anchors_crop, render_paf_crops, render_pncc_crops
+    from tddfa.v1.features import render_features
 
-    a = anchors_crop(params)
-    return render_pncc_crops(params, anchors=a), render_paf_crops(crops, params, kernel, anchors=a)
+    return render_features(crops, params, kernel)
 
 
 def _landmark_nme(params: np.ndarray, ss) -> float:
@@ -368,7 +367,9 @@ def _export_onnx(net, path: Path, kernel: int) -> Path:
                                     "delta": {0: "batch"}}, opset_version=17, dynamo=False)
     import onnx
 
-    model = onnx.load_from_string(buf.getvalue())
+    from tddfa.v1.stage_graph import fast_inputs
+
+    model = fast_inputs(onnx.load_from_string(buf.getvalue()))
     for key, value in (("arch", "tddfa_v1_cascade_stage"), ("kernel", str(kernel)),
                        ("n_out", str(net.out.out_features))):
         entry = model.metadata_props.add()

@@ -41,9 +41,10 @@ import numpy as np
 from numba import njit
 
 from tddfa.errors import AssetError, InputError
+from tddfa.render.rasterize import _raster_kernel
 
 __all__ = ["AnchorModel", "load_anchor_model", "anchors_crop", "render_pncc_crops",
-           "render_paf_crops", "GRID", "EXP_RADIUS"]
+           "render_paf_crops", "render_features", "GRID", "EXP_RADIUS"]
 
 GRID = 64
 #: Anchors farther than this (model units; the face is ~170,000 wide) from the noneck mesh get
@@ -141,29 +142,59 @@ def anchors_crop(params: np.ndarray, model: AnchorModel | None = None) -> np.nda
     de-normalised crop-frame parameters ``(B, 62)``."""
     p = _check_params(params)
     m = model or load_anchor_model()
-    s = (p[:, 12:] @ m.w_flat).reshape(len(p), -1, 3) + m.u[None]
-    P = p[:, :12].reshape(-1, 3, 4)
-    v = np.matmul(s, P[:, :, :3].transpose(0, 2, 1)) + P[:, None, :, 3]
-    v[..., 0] -= 1.0
-    v[..., 1] = CROP - v[..., 1]
-    return v.astype(np.float32)
+    v = np.empty((len(p), len(m.u), 3), np.float32)
+    # compiled, not BLAS: OpenBLAS keeps its threads spinning after a product this small, taking
+    # the core that the PNCC/PAF renders (run side by side) need
+    _pose_anchors(p, m.w_flat, m.u.reshape(-1), v)
+    return v
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _pose_anchors(p, w, u, out):  # pragma: no cover - compiled
+    """``out[b] = crop frame of (R_b (u + w^T p_b[12:]) + t_b)`` for ``(B, 62)`` params."""
+    n = u.shape[0]
+    s = np.empty(n, np.float32)
+    for b in range(p.shape[0]):
+        s[:] = u
+        for k in range(w.shape[0]):
+            c = p[b, 12 + k]
+            for j in range(n):
+                s[j] += c * w[k, j]
+        for a in range(n // 3):
+            x, y, z = s[3 * a], s[3 * a + 1], s[3 * a + 2]
+            out[b, a, 0] = p[b, 0] * x + p[b, 1] * y + p[b, 2] * z + p[b, 3] - 1.0
+            out[b, a, 1] = CROP - (p[b, 4] * x + p[b, 5] * y + p[b, 6] * z + p[b, 7])
+            out[b, a, 2] = p[b, 8] * x + p[b, 9] * y + p[b, 10] * z + p[b, 11]
 
 
 def render_pncc_crops(params: np.ndarray, model: AnchorModel | None = None,
                       anchors: np.ndarray | None = None) -> np.ndarray:
     """PNCC ``(B, 120, 120, 3)`` uint8 of each estimate (channel k = 255 × NCC_k, 0 off-face)."""
-    from tddfa.render.rasterize import rasterize
-
     m = model or load_anchor_model()
     v = anchors_crop(params, m) if anchors is None else anchors
     out = np.zeros((len(v), CROP, CROP, 3), np.uint8)
-    colors = np.ascontiguousarray(m.ncc * 255.0, dtype=np.float32)
+    colors = _ncc_colors(m)
     for b in range(len(v)):
-        if not np.all(np.isfinite(v[b])):
-            continue
-        _, ti, bary = rasterize(v[b], m.tri, CROP, CROP)
-        _shade(colors, m.tri, ti, bary, out[b])
+        if np.all(np.isfinite(v[b])):
+            _pncc_kernel(np.ascontiguousarray(v[b]), m.tri, colors, out[b])
     return out
+
+
+@lru_cache(maxsize=2)
+def _ncc_colors(m: AnchorModel) -> np.ndarray:
+    return np.ascontiguousarray(m.ncc * 255.0, dtype=np.float32)
+
+
+@njit(cache=True, nogil=True)
+def _pncc_kernel(v, tri, colors, out):  # pragma: no cover - compiled
+    """One face: z-buffer the anchor mesh (:func:`tddfa.render.rasterize` semantics, same
+    kernel) and write the interpolated NCC colour of the nearest triangle into ``out``."""
+    h, w = out.shape[0], out.shape[1]
+    depth = np.full((h, w), -np.inf, np.float32)
+    ti = np.full((h, w), -1, np.int32)
+    bary = np.zeros((h, w, 3), np.float32)
+    _raster_kernel(v, tri, depth, ti, bary, np.int32(0))
+    _shade(colors, tri, ti, bary, out)
 
 
 @njit(cache=True, nogil=True)
@@ -257,3 +288,20 @@ def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
     for b in range(len(v)):
         _paf_kernel(np.ascontiguousarray(crops[b]), np.ascontiguousarray(v[b, :, :2]), kernel, out[b])
     return out
+
+
+def render_features(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
+                    model: AnchorModel | None = None, pool=None) -> tuple[np.ndarray, np.ndarray]:
+    """PNCC and PAF of each estimate from one set of posed anchors: ``(B, 120, 120, 3)`` and
+    ``(B, 64k, 64k, 3)`` uint8 (see :func:`render_pncc_crops`, :func:`render_paf_crops`).
+
+    ``pool``: an optional :class:`concurrent.futures.Executor`; the two renders (compiled code
+    that releases the GIL) then run side by side. The result does not depend on it."""
+    m = model or load_anchor_model()
+    with np.errstate(all="ignore"):
+        a = anchors_crop(params, m)
+    if pool is None:
+        return render_pncc_crops(params, m, a), render_paf_crops(crops, params, kernel, m, a)
+    pncc = pool.submit(render_pncc_crops, params, m, a)
+    paf = render_paf_crops(crops, params, kernel, m, a)
+    return pncc.result(), paf
