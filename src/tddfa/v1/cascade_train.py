@@ -46,8 +46,8 @@ CASCADE_DEFAULTS: dict[str, Any] = {
     "seed": 0, "out_dir": "runs/cascade", "threads": 1,
     "cascade": {"stages": 2, "start": "mb05", "kernel": 3, "pose": "matrix"},
     "data": {"train": [], "val": None, "limit": None, "val_limit": None},
-    "loss": {"main": "vdc", "vertices": 25, "landmark_weight": 0.0, "owpdc_lambda": 1.0,
-             "quat_weight": 1.0},
+    "loss": {"main": "vdc", "vertices": 25, "landmark_weight": 0.0, "landmark_target": "params",
+             "owpdc_lambda": 1.0, "quat_weight": 1.0},
     "optim": {"lr": 1.0e-3, "weight_decay": 1.0e-4, "warmup_steps": 50},
     "train": {"steps": 1000, "batch_size": 32, "log_every": 50, "ckpt_every": 200, "jitter": 1.0,
               "progress": True},
@@ -69,6 +69,9 @@ def cascade_config(cfg: dict) -> dict:
         raise InputError(f"cascade.start must be 'mb05' or 'mean', got {out['cascade']['start']!r}")
     if out["cascade"]["pose"] not in ("matrix", "quaternion"):
         raise InputError(f"cascade.pose must be 'matrix' or 'quaternion', got {out['cascade']['pose']!r}")
+    if out["loss"]["landmark_target"] not in ("params", "labels"):
+        raise InputError("loss.landmark_target must be 'params' or 'labels', got "
+                         f"{out['loss']['landmark_target']!r}")
     if out["loss"]["main"] not in ("vdc", "wpdc", "fwpdc", "owpdc"):
         raise InputError(f"loss.main must be vdc, wpdc, fwpdc or owpdc, got {out['loss']['main']!r}")
     return _expand(out)
@@ -126,6 +129,17 @@ def _features(crops: np.ndarray, params: np.ndarray, kernel: int):
     from tddfa.v1.features import render_features
 
     return render_features(crops, params, kernel)
+
+
+def _label_targets(ss) -> np.ndarray:
+    """The labelled landmarks ``(N, 68, 2)`` float32 in each sample's crop frame (x right, y up;
+    NaN where a sample has none): the landmark loss's target with ``landmark_target: labels``
+    (300W-LP style when the data were made with ``--march``)."""
+    from tddfa.face.fitting import image_to_crop_frame
+
+    if ss.landmarks is None:
+        raise InputError("loss.landmark_target: labels needs training data with landmarks")
+    return image_to_crop_frame(ss.landmarks, ss.roi_boxes).astype(np.float32)
 
 
 def _landmark_nme(params: np.ndarray, ss) -> float:
@@ -230,6 +244,7 @@ def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
     est = _start_estimates(crops, cfg["cascade"]["start"])
     vest = _start_estimates(vcrops, cfg["cascade"]["start"]) if vcrops is not None else None
     gt = train_ss.params.astype(np.float32)
+    gt_lm = _label_targets(train_ss) if cfg["loss"]["landmark_target"] == "labels" else None
     table = [{"stage": 0, "train_nme": _landmark_nme(est, train_ss),
               "val_nme": _landmark_nme(vest, val_ss) if val_ss is not None else None}]
     log.info("stage 0 (%s): train NME %.3f%%, val NME %s", cfg["cascade"]["start"],
@@ -244,7 +259,7 @@ def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
             stage.net.load_state_dict(_load_weights(sdir / "model.pth"))
         else:
             _train_stage(stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t, std_t, rng, sdir,
-                         resume)
+                         resume, gt_lm)
         est = _run_stage(stage.net, crops, est, kernel, quat, std_t)
         row = {"stage": k, "train_nme": _landmark_nme(est, train_ss)}
         if vcrops is not None:
@@ -272,7 +287,7 @@ def _load_weights(path: Path) -> dict:
 
 
 def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t, std_t, rng,
-                 sdir: Path, resume: bool) -> None:
+                 sdir: Path, resume: bool, gt_lm: np.ndarray | None = None) -> None:
     tc, kernel = cfg["train"], int(cfg["cascade"]["kernel"])
     last = sdir / "last.pth"
     if resume and last.is_file():
@@ -313,7 +328,13 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
             loss = loss_fn(pred, target)
         parts = {"main": float(loss.detach())}
         if lm_fn is not None:
-            lml = lm_fn(pred, target)
+            if gt_lm is None:
+                lml = lm_fn(pred, target)
+            else:  # labelled landmarks where a sample has them, its parameters' otherwise
+                lab = torch.from_numpy(gt_lm[idx])
+                own = lm_fn.mm.reconstruct(lm_fn.mm.denormalize(target), landmarks=True)[..., :2]
+                ok = torch.isfinite(lab).flatten(1).all(dim=1)
+                lml = lm_fn(pred, torch.where(ok[:, None, None], lab, own))
             parts["landmark"] = float(lml.detach())
             loss = loss + lw * lml
         if quat:
