@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tddfa.face.crop import crop_roi, roi_from_box, roi_from_landmarks
+from tddfa.face.crop import crop_batch, crop_roi, roi_from_box, roi_from_landmarks, sample_rois
 from tddfa.face.morphable_model import load_morphable_model, to_image_frame
 from tddfa.face.pose import angles_to_rotation, pose_from_params, rotation_to_angles
 
@@ -88,3 +88,15 @@ def test_sparse_only_model_refuses_dense(shared):
         mm.reconstruct_image(np.zeros((1, 62), np.float32), np.array([[0, 0, 120, 120]]), dense=True)
     with pytest.raises(AssetError, match="dense reconstruction needs a dense model"):
         mm.reconstruct(np.zeros((1, 62), np.float32), dense=True)
+
+
+def test_sample_rois_matches_the_crop_within_rounding():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (90, 130, 3), dtype=np.uint8)
+    img = np.ascontiguousarray(np.repeat(np.repeat(img, 4, 0), 4, 1))  # smooth-ish: 4x4 blocks
+    rois = np.array([[-40.0, -30.0, 200.0, 210.0], [100.4, 60.6, 300.2, 260.9],
+                     [400.0, 300.0, 640.0, 540.0], [10.0, 10.0, 10.0, 50.0]])
+    a, b = crop_batch(img, rois, 96).astype(int), sample_rois(img, rois, 96).astype(int)
+    assert a.shape == b.shape == (4, 96, 96, 3)
+    assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.2
+    assert not b[3].any()  # an empty roi gives a zero tile

@@ -240,13 +240,13 @@ class RegionDetector:
 
     def __call__(self, image: np.ndarray, regions: np.ndarray) -> list[np.ndarray]:
         """Detections ``(K_i, 5)`` per region ``(N, 4)``, in image pixels."""
-        from tddfa.face.crop import crop_batch
+        from tddfa.face.crop import sample_rois
 
         regions = np.asarray(regions, np.float64).reshape(-1, 4)
         n, s = len(regions), self.size
         if n == 0:
             return []
-        tiles = crop_batch(image, regions, s)  # (N, s, s, 3)
+        tiles = sample_rois(image, regions, s)  # (N, s, s, 3)
         canvas = np.ascontiguousarray(tiles.transpose(1, 0, 2, 3).reshape(s, n * s, 3))
         dets = np.asarray(self.detector(canvas), np.float32).reshape(-1, 5)
         out: list[list[np.ndarray]] = [[] for _ in range(n)]
