@@ -74,7 +74,8 @@ class CascadeRegressor:
 
     Args:
         folder: cascade folder (default: the packaged one).
-        threads: ONNX Runtime intra-op threads (0 = default).
+        threads: ONNX Runtime intra-op threads (0 = default); anything but 1 also renders PNCC
+            and PAF side by side on two threads.
         stages: use only the first ``stages`` refinement stages (default all).
 
     Raises:
