@@ -56,6 +56,12 @@ def test_pncc_render(mean_params):
     face = out[0].any(axis=2)
     assert 0.1 < face.mean() < 0.8
     assert not out[1].any()  # a non-finite estimate renders nothing
+    from tddfa.v1.features import anchors_crop
+
+    q = p.copy()
+    q[1] = mean_params[0]
+    q[1, 30] = np.nan  # one bad coefficient: every anchor is NaN (compiled code keeps NaN)
+    assert np.isnan(anchors_crop(q)[1]).all() and np.isfinite(anchors_crop(q)[0]).all()
     # NCC x grows to the right of the image for a frontal face (channel 0 = x)
     cols = np.nonzero(face.any(0))[0]
     left = out[0][:, cols[0] + 3][face[:, cols[0] + 3], 0].mean()

@@ -149,7 +149,7 @@ def anchors_crop(params: np.ndarray, model: AnchorModel | None = None) -> np.nda
     return v
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True, fastmath={"contract"})  # FMA only: NaN must stay NaN
 def _pose_anchors(p, w, u, out):  # pragma: no cover - compiled
     """``out[b] = crop frame of (R_b (u + w^T p_b[12:]) + t_b)`` for ``(B, 62)`` params."""
     n = u.shape[0]
