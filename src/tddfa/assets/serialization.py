@@ -22,6 +22,7 @@ import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -414,6 +415,21 @@ def _npy_header(f, source: str, available: int) -> tuple[tuple[int, ...], np.dty
     return shape, dtype
 
 
+@contextmanager
+def _reading(path: Path, kind: str):
+    """Turn anything but an :class:`AssetError` raised while reading ``path`` into one:
+    ``"<path>: no such file"`` or ``"<path>: not a <kind> (<exception>)"``."""
+    try:
+        yield
+    except AssetError:
+        raise
+    except FileNotFoundError as exc:
+        raise AssetError(f"{path}: no such file") from exc
+    except Exception as exc:  # readers raise many types on malformed files
+        raise AssetError(f"{path}: not a {kind} ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
+
 def load_npy(path: str | Path) -> np.ndarray:
     """Load a ``.npy`` array (no pickles), checking its header against the file first.
 
@@ -423,7 +439,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     import stat
 
     path = Path(path)
-    try:
+    with _reading(path, "valid .npy array file"):
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):
             raise AssetError(f"{path}: not a regular file, expected a .npy array")
@@ -431,13 +447,6 @@ def load_npy(path: str | Path) -> np.ndarray:
             _npy_header(f, str(path), st.st_size - f.tell())
             f.seek(0)
             return np.load(f, allow_pickle=False)
-    except AssetError:
-        raise
-    except FileNotFoundError as exc:
-        raise AssetError(f"{path}: no such file") from exc
-    except Exception as exc:
-        raise AssetError(f"{path}: not a valid .npy array file ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
@@ -449,7 +458,7 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     import stat
 
     path = Path(path)
-    try:
+    with _reading(path, "valid .npz archive"):
         if not stat.S_ISREG(path.stat().st_mode):
             raise AssetError(f"{path}: not a regular file, expected a .npz archive")
         out: dict[str, np.ndarray] = {}
@@ -462,13 +471,6 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
                 with zf.open(info) as f:
                     out[info.filename[:-4]] = np.load(io.BytesIO(f.read()), allow_pickle=False)
         return out
-    except AssetError:
-        raise
-    except FileNotFoundError as exc:
-        raise AssetError(f"{path}: no such file") from exc
-    except Exception as exc:
-        raise AssetError(f"{path}: not a valid .npz archive ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
 
 def load_mat(path: str | Path, variable_names: list[str] | None = None) -> dict[str, Any]:
@@ -482,7 +484,7 @@ def load_mat(path: str | Path, variable_names: list[str] | None = None) -> dict[
     import scipy.io
 
     path = Path(path)
-    try:
+    with _reading(path, "readable MAT file"):
         if not stat.S_ISREG(path.stat().st_mode):
             raise AssetError(f"{path}: not a regular file, expected a .mat file")
         from tddfa.assets.matfile import check_mat5
@@ -490,10 +492,3 @@ def load_mat(path: str | Path, variable_names: list[str] | None = None) -> dict[
         data = path.read_bytes()
         check_mat5(data, str(path))  # SciPy's compiled reader crashes on unknown type codes
         return scipy.io.loadmat(io.BytesIO(data), variable_names=variable_names)
-    except AssetError:
-        raise
-    except FileNotFoundError as exc:
-        raise AssetError(f"{path}: no such file") from exc
-    except Exception as exc:  # SciPy raises many types on malformed files
-        raise AssetError(f"{path}: not a readable MAT file ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from exc
