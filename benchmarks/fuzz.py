@@ -83,18 +83,13 @@ def make_seeds(work: Path) -> dict[str, list[Path]]:
     scipy.io.savemat(sd / "small_z.mat", {"UV": np.zeros((50, 2))}, do_compression=True)
     s["mat"] += [sd / "small.mat", sd / "small_z.mat"]
 
-    vid = sd / "short.avi"
-    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48))
-    for i in range(6):
-        w.write(np.roll(small, i * 3, axis=1))
-    w.release()
-    s["video"].append(vid)
-    vid = sd / "short.mp4"
-    w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (64, 48))
-    for i in range(6):
-        w.write(np.roll(small, i * 3, axis=0))
-    w.release()
-    s["video"].append(vid)
+    for name, fourcc, axis in (("short.avi", "MJPG", 1), ("short.mp4", "mp4v", 0)):
+        vid = sd / name
+        w = cv2.VideoWriter(str(vid), cv2.VideoWriter_fourcc(*fourcc), 25.0, (64, 48))
+        for i in range(6):
+            w.write(np.roll(small, i * 3, axis=axis))
+        w.release()
+        s["video"].append(vid)
 
     s["config"] += sorted((ROOT / "configs").glob("*.yaml"))
     rng = np.random.default_rng(0)
