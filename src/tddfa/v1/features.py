@@ -298,8 +298,7 @@ def render_features(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
     ``pool``: an optional :class:`concurrent.futures.Executor`; the two renders (compiled code
     that releases the GIL) then run side by side. The result does not depend on it."""
     m = model or load_anchor_model()
-    with np.errstate(all="ignore"):
-        a = anchors_crop(params, m)
+    a = anchors_crop(params, m)
     if pool is None:
         return render_pncc_crops(params, m, a), render_paf_crops(crops, params, kernel, m, a)
     pncc = pool.submit(render_pncc_crops, params, m, a)
