@@ -71,7 +71,8 @@ def test_inference_matches_training_side_and_falls_back(tiny_cascade, shared, mo
     import torch
 
     from tddfa.v1.cascade import CascadeRegressor, write_manifest
-    from tddfa.v1.cascade_train import _features, _load_weights
+    from tddfa.v1.cascade_train import _load_weights
+    from tddfa.v1.features import render_features
     from tddfa.v1.net import CascadeStageNet
 
     summary = json.loads((tiny_cascade / "cascade.json").read_text())
@@ -84,7 +85,7 @@ def test_inference_matches_training_side_and_falls_back(tiny_cascade, shared, mo
     net = CascadeStageNet(reg.std, 3)
     net.load_state_dict(_load_weights(tiny_cascade / "stage1" / "model.pth"))
     net.eval()
-    pn, pa = _features(crops, stages[0], 3)
+    pn, pa = render_features(crops, stages[0], 3)
     with torch.no_grad():
         d = net(torch.from_numpy(crops), torch.from_numpy(pn), torch.from_numpy(pa)).numpy()
     np.testing.assert_allclose((stages[1] - stages[0]) / reg.std, d / reg.std, atol=1e-4)

@@ -45,6 +45,7 @@ __all__ = [
     "FWPDCLoss",
     "LandmarkLoss",
     "LandmarkRegressionLoss",
+    "landmark_targets",
     "MetaJoint",
     "landmarks_to_lm_target",
     "lm_output_to_landmarks",
@@ -220,6 +221,18 @@ class FWPDCLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_pair(pred, target)
         return (self.weights(target) * (pred - target) ** 2).sum(dim=1).mean()
+
+
+def landmark_targets(mm: TorchMorphable, target: torch.Tensor,
+                     labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Targets ``(B, 68, 2)`` (crop frame, x right, y up) of a landmark loss: the 68 landmarks
+    of the normalised target parameters ``(B, 62)``, replaced by ``labels`` ``(B, 68, 2)`` for
+    every sample whose labels are all finite (e.g. 300W-LP-style marched labels)."""
+    pts = mm.reconstruct(mm.denormalize(target), landmarks=True)[..., :2]
+    if labels is None:
+        return pts
+    ok = torch.isfinite(labels).flatten(1).all(dim=1)
+    return torch.where(ok[:, None, None], labels.to(pts.dtype), pts)
 
 
 class LandmarkLoss(nn.Module):

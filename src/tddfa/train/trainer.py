@@ -314,11 +314,10 @@ class Trainer:
         """Targets ``(B, 68, 2)`` (crop frame) of the landmark losses: the labelled landmarks of
         each sample that has them when ``loss.landmark_target`` is ``labels``, otherwise (and
         for samples whose labels are NaN) the 68 landmarks of the target parameters."""
-        pts = self.mm.reconstruct(self.mm.denormalize(target), landmarks=True)[..., :2]
-        if self.cfg["loss"].get("landmark_target", "params") == "labels" and landmarks is not None:
-            ok = torch.isfinite(landmarks).flatten(1).all(dim=1)
-            pts = torch.where(ok[:, None, None], landmarks.to(pts.dtype), pts)
-        return pts
+        from tddfa.train.losses import landmark_targets
+
+        use = self.cfg["loss"].get("landmark_target", "params") == "labels"
+        return landmark_targets(self.mm, target, landmarks if use else None)
 
     def _step_weights(self, x, target) -> dict[str, float]:
         """The main loss's weights for this step (phases, fixed joint, meta-joint or single)."""

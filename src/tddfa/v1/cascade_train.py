@@ -54,9 +54,12 @@ CASCADE_DEFAULTS: dict[str, Any] = {
 }
 
 
+from tddfa.train.losses import landmark_targets  # noqa: E402
+
 #: Scale of one network output unit for a scaled-quaternion component (‖q‖ ≈ 0.019 for a face
 #: filling the crop, so 0.01 is about half of it); shared with the inference side.
 from tddfa.v1.cascade import QUAT_STEP  # noqa: E402
+from tddfa.v1.features import render_features  # noqa: E402
 
 
 def cascade_config(cfg: dict) -> dict:
@@ -125,12 +128,6 @@ def _start_estimates(crops: np.ndarray, start: str) -> np.ndarray:
     return np.concatenate([reg.predict(crops[i:i + 256]) for i in range(0, len(crops), 256)])
 
 
-def _features(crops: np.ndarray, params: np.ndarray, kernel: int):
-    from tddfa.v1.features import render_features
-
-    return render_features(crops, params, kernel)
-
-
 def _label_targets(ss) -> np.ndarray:
     """The labelled landmarks ``(N, 68, 2)`` float32 in each sample's crop frame (x right, y up;
     NaN where a sample has none): the landmark loss's target with ``landmark_target: labels``
@@ -192,7 +189,7 @@ def _run_stage(net, crops, est, kernel, quat, std_t, batch=64) -> np.ndarray:
     with torch.no_grad():
         for i in range(0, len(crops), batch):
             c, p = crops[i:i + batch], est[i:i + batch]
-            pn, pa = _features(c, p, kernel)
+            pn, pa = render_features(c, p, kernel)
             d = net(torch.from_numpy(c), torch.from_numpy(pn), torch.from_numpy(pa))
             new = _apply(d, torch.from_numpy(p), quat, std_t).numpy()
             bad = ~np.isfinite(new).all(axis=1)
@@ -316,7 +313,7 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
     while stage.step < steps:
         idx = rng.integers(0, n, bs)
         p_in = est[idx] + (rng.standard_normal((bs, 62)) * spread * std_t.numpy()[0]).astype(np.float32)
-        pn, pa = _features(crops[idx], p_in, kernel)
+        pn, pa = render_features(crops[idx], p_in, kernel)
         d = stage.net(torch.from_numpy(crops[idx]), torch.from_numpy(pn), torch.from_numpy(pa))
         start = torch.from_numpy(p_in)
         new, q_new = _apply_q(d, start, quat, std_t)
@@ -331,10 +328,7 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
             if gt_lm is None:
                 lml = lm_fn(pred, target)
             else:  # labelled landmarks where a sample has them, its parameters' otherwise
-                lab = torch.from_numpy(gt_lm[idx])
-                own = lm_fn.mm.reconstruct(lm_fn.mm.denormalize(target), landmarks=True)[..., :2]
-                ok = torch.isfinite(lab).flatten(1).all(dim=1)
-                lml = lm_fn(pred, torch.where(ok[:, None, None], lab, own))
+                lml = lm_fn(pred, landmark_targets(lm_fn.mm, target, torch.from_numpy(gt_lm[idx])))
             parts["landmark"] = float(lml.detach())
             loss = loss + lw * lml
         if quat:
