@@ -133,6 +133,32 @@ def test_mot_metrics_counts():
     assert m["required"] == 10 and m["outputs"] == 10
 
 
+
+def test_early_check_is_used_only_for_the_tiles_it_started():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tddfa.video.redetect import EarlyCheck
+
+    calls = []
+
+    def regions(img, tiles):
+        calls.append(tiles.copy())
+        if tiles[0, 0] < 0:
+            raise ValueError("bad tile")
+        return [np.full((1, 5), tiles[0, 0], np.float32)]
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    a, b = np.array([[1.0, 2, 3, 4]]), np.array([[1.0, 2, 3, 5]])
+    with ThreadPoolExecutor(1) as pool:
+        early = EarlyCheck(pool, regions, img, a)
+        assert early.result(a.copy())[0][0, 0] == 1.0
+        assert EarlyCheck(pool, regions, img, a).result(b) is None  # other tiles: run again
+        assert EarlyCheck(pool, regions, img, a).result(np.vstack([a, a])) is None
+        EarlyCheck(pool, regions, img, -a).discard()  # its error is dropped with it
+        with pytest.raises(ValueError, match="bad tile"):
+            EarlyCheck(pool, regions, img, -a).result(-a)
+    assert len(calls) == 5
+
 # ----------------------------------------------------------------------------- with the model
 
 
@@ -262,3 +288,40 @@ def test_profile_track_survives_a_blind_detector_a_frontal_one_does_not(aligner,
             assert all(len(r) == 1 for r in res) and {r[0].track_id for r in res} == {0}
         else:
             assert all(len(r) == 0 for r in res)
+
+
+def test_overlapped_checks_give_the_same_results_as_sequential_ones(aligner, sprite, monkeypatch):
+    # a face that moves, is covered (tracks lost and revived: the early tiles no longer match)
+    # and comes back; validation on every frame
+    frames = [_frame(sprite, 70, 100 + 2 * k, 40) for k in range(14)]
+    for k in range(5, 8):
+        frames[k] = frames[k].copy()
+        frames[k][20:200, 80:260] = (90, 100, 110)
+    # then it slides out of the frame: lost by the regression step itself, so the tiles started
+    # early (one live track) are not the check's (one lost track)
+    frames += [_frame(sprite, 70, 130 + 30 * k, 40) for k in range(8)]
+    threads = []
+    real = RegionDetector.__call__
+
+    def spy(self, image, regions):
+        import threading
+
+        threads.append(threading.current_thread().name)
+        return real(self, image, regions)
+
+    monkeypatch.setattr(RegionDetector, "__call__", spy)
+    runs = {}
+    for overlap in (True, False):
+        threads.clear()
+        va = VideoAligner(aligner, validate_every=1, cut_threshold=0, overlap=overlap)
+        runs[overlap] = ([[(f.track_id, f.landmarks) for f in r.faces]
+                          for r in va.track(ArraySource(frames), keep_images=False)], dict(va.stats))
+        va.close()
+        on_worker = sum(name.startswith("tddfa-check") for name in threads)
+        assert (on_worker > 0) if overlap else (on_worker == 0)
+    (a, stats_a), (b, stats_b) = runs[True], runs[False]
+    assert stats_a == stats_b and stats_a["failed_checks"] + stats_a["lost"] >= 1
+    assert [[i for i, _ in fr] for fr in a] == [[i for i, _ in fr] for fr in b]
+    for fa, fb in zip(a, b, strict=True):
+        for (_, la), (_, lb) in zip(fa, fb, strict=True):
+            np.testing.assert_array_equal(la, lb)

@@ -5,6 +5,7 @@ starting (or reviving) tracks from detections."""
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
 import cv2
@@ -27,6 +28,37 @@ if TYPE_CHECKING:
     from tddfa.video.tracks import RegionDetector, TrackSet
 
 log = logging.getLogger(__name__)
+
+
+class EarlyCheck:
+    """A track check's detector call started on a worker thread before the frame's regression.
+
+    The check's tiles depend only on the crop rois and the lost tracks, both known before the
+    regression, so the detector (one ONNX Runtime call, which releases the GIL) can run beside
+    the regressor. The result is used only if the tiles are unchanged after the regression (no
+    track was lost or merged), otherwise the check runs again: results never depend on it.
+    """
+
+    def __init__(self, pool: Executor, regions: RegionDetector, img: np.ndarray,
+                 tiles: np.ndarray) -> None:
+        self.tiles = tiles
+        self._future: Future = pool.submit(regions, img, tiles)
+
+    def result(self, tiles: np.ndarray) -> list[np.ndarray] | None:
+        """The detections per tile if ``tiles`` are the ones started, else ``None`` (after the
+        started call has finished, so no detector call outlives its frame)."""
+        same = tiles.shape == self.tiles.shape and bool(np.all(tiles == self.tiles))
+        if same:
+            return self._future.result()
+        self.discard()
+        return None
+
+    def discard(self) -> None:
+        """Wait for the started call and drop its result (and any error it raised)."""
+        try:
+            self._future.result()
+        except Exception as exc:  # noqa: BLE001 - the check is re-run and raises it again
+            log.debug("early check discarded: %s", exc)
 
 
 def f32(a: np.ndarray) -> np.ndarray:
@@ -70,15 +102,25 @@ class DetectionSteps:
                 faces[i], rois[i] = f, new[i]
         return faces
 
-    def _check(self, img: np.ndarray, n: int) -> list[Track]:
+    def _check_regions(self, live_rois: list[np.ndarray], lost: list[Track], n: int) -> np.ndarray:
+        """Detector tiles of a check ``(N, 4)``: every live track's crop roi enlarged 1.5×, then
+        every lost track's predicted roi enlarged 2×."""
+        return np.stack([enlarge(r, 1.5) for r in live_rois]
+                        + [enlarge(t.predicted_roi(n), 2.0) for t in lost])
+
+    def _check(self, img: np.ndarray, n: int, early: EarlyCheck | None = None) -> list[Track]:
         """Run the detector on tiles of every live track's enlarged roi (and of lost tracks'
         predicted rois). Confirmed tracks get their score and reference size refreshed; lost
-        tracks with a face in their tile are revived. Returns the live tracks that failed."""
+        tracks with a face in their tile are revived. Returns the live tracks that failed.
+
+        ``early``: the same detector call started before this frame's regression (see
+        :class:`EarlyCheck`); used when its tiles are still this check's tiles."""
         ts_ = self.tracks
         live, lost = list(ts_.live), list(ts_.lost)
-        regions = [enlarge(t.roi, 1.5) for t in live] + [enlarge(t.predicted_roi(n), 2.0)
-                                                         for t in lost]
-        found = self._regions(img, np.stack(regions))
+        regions = self._check_regions([t.roi for t in live], lost, n)
+        found = early.result(regions) if early is not None else None
+        if found is None:
+            found = self._regions(img, regions)
         self.stats["checks"] += len(live)
         failing, redo = [], []
         for t, d in zip(live, found[: len(live)], strict=True):

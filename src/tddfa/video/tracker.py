@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import weakref
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ from tddfa.face.results import Face
 from tddfa.io.video import Frame, Prefetch, VideoSource
 from tddfa.video.overlay import add_vertices
 from tddfa.video.records import frame_record
-from tddfa.video.redetect import DetectionSteps, f32
+from tddfa.video.redetect import DetectionSteps, EarlyCheck, f32
 from tddfa.video.smoothing import CausalFaceSmoother, CenteredFaceSmoother, SmoothingConfig
 from tddfa.video.tracks import (
     RegionDetector,
@@ -124,6 +126,10 @@ class VideoAligner(DetectionSteps):
         keep_lost: frames during which a lost track's id can be revived in the same shot.
         smoothing: :class:`SmoothingConfig`, or a mode string (``"none"``, ``"causal"``,
             ``"centered"``), or ``None`` (no smoothing).
+        overlap: on frames with a check, start its detector call on a worker thread before the
+            regression, so the two networks run side by side (the tiles are known before the
+            regression; results are identical either way). ``False``: everything on the calling
+            thread.
     """
 
     def __init__(
@@ -157,6 +163,7 @@ class VideoAligner(DetectionSteps):
         max_profile_unconfirmed: int = 60,
         keep_lost: int = 25,
         smoothing: SmoothingConfig | str | None = None,
+        overlap: bool = True,
     ) -> None:
         if aligner is None:
             from tddfa.pipeline.aligner import FaceAligner
@@ -204,7 +211,25 @@ class VideoAligner(DetectionSteps):
                       "checks": 0, "failed_checks": 0, "revived": 0, "skipped_small": 0, "rejected": 0,
                       "coarse_detections": 0}
         self._regions = RegionDetector(self.aligner.detect, self.validate_size)
+        self.overlap = bool(overlap)
+        self._pool: ThreadPoolExecutor | None = None
         self.reset()
+
+    def close(self) -> None:
+        """Stop the worker thread of ``overlap`` (a later frame starts a new one)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def _early_check(self, img: np.ndarray, n: int, rois: np.ndarray) -> EarlyCheck | None:
+        """Start this frame's check beside the regression when one is due (``overlap``)."""
+        if not (self.overlap and self.validate and n % self.validate_every == 0):
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tddfa-check")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        tiles = self._check_regions(list(rois), list(self.tracks.lost), n)
+        return EarlyCheck(self._pool, self._regions, img, tiles)
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
@@ -322,6 +347,7 @@ class VideoAligner(DetectionSteps):
         ts_ = self.tracks
 
         need = False
+        early: EarlyCheck | None = None
         self.last_cut = self.cuts is not None and self.cuts(img)
         if self.last_cut:
             self.stats["cuts"] += 1
@@ -331,6 +357,7 @@ class VideoAligner(DetectionSteps):
 
         if ts_.live:
             rois = np.stack([self._hysteresis_roi(t.face.landmarks, t.roi) for t in ts_.live])
+            early = self._early_check(img, n, rois)
             faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
             for t, f, r in zip(list(ts_.live), faces, rois, strict=True):
                 why = self._implausible(f, t, w, h)
@@ -344,8 +371,10 @@ class VideoAligner(DetectionSteps):
 
         failing: list[Track] = []
         if self.validate and (ts_.live or ts_.lost) and n % self.validate_every == 0:
-            failing = self._check(img, n)
+            failing = self._check(img, n, early)
             need = need or bool(failing)
+        elif early is not None:
+            early.discard()
 
         self._since_detect += 1
         due = self.redetect_every > 0 and self._since_detect >= self.redetect_every
