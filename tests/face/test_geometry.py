@@ -58,6 +58,33 @@ def test_gimbal_lock():
     assert yaw == pytest.approx(np.pi / 2) and roll == 0.0
 
 
+
+def test_pose_of_a_few_faces_equals_the_array_path():
+    import warnings
+
+    from tddfa.face.pose import _pose_few, decompose_projection
+
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(60, 62))
+    for k, yaw in enumerate(np.radians([90, -90, 89.99, -89.99, 87.0, 0.0])):  # gimbal lock
+        P[k, :12] = np.c_[angles_to_rotation(yaw, 0.3, 0.2) * 1e-3, [60, 60, 50]].ravel()
+    P[10, 2], P[11, :] = np.nan, np.inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nan/inf rows
+        scale, R, t = decompose_projection(P[:, :12].reshape(-1, 3, 4))
+        angles = np.degrees(rotation_to_angles(R))
+    for i in range(0, len(P), 6):
+        a, r, s, tt = _pose_few(P[i : i + 6])
+        np.testing.assert_allclose(a, angles[i : i + 6], atol=1e-9, equal_nan=True)
+        np.testing.assert_allclose(r, R[i : i + 6], atol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(s, scale[i : i + 6], rtol=1e-12, equal_nan=True)
+        np.testing.assert_array_equal(tt, t[i : i + 6])
+    assert np.isnan(pose_from_params(P[10:12])[0]).all()
+    zero = np.zeros((1, 62))  # a zero row: the array path's nan, not an exception
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert np.isnan(pose_from_params(zero)[0]).all()
+
 def test_crop_outside_image_is_zero_filled():
     img = np.full((50, 60, 3), 200, np.uint8)
     c = crop_roi(img, np.array([-60.0, -50.0, 60.0, 70.0]))

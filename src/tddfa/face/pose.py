@@ -9,6 +9,8 @@ camera), as the official code reports it.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["decompose_projection", "rotation_to_angles", "angles_to_rotation", "pose_from_params"]
@@ -76,6 +78,40 @@ def pose_from_params(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
         (crop pixels per model unit), translation ``(..., 3)`` in 120×120 crop pixels.
     """
     params = np.asarray(params, dtype=np.float64)
+    if params.ndim == 2 and len(params) <= _FEW:
+        try:
+            return _pose_few(params)
+        except ZeroDivisionError:  # a zero row: NumPy's nan/inf semantics below
+            pass
     P = params[..., :12].reshape(params.shape[:-1] + (3, 4))
     scale, R, t = decompose_projection(P)
     return np.degrees(rotation_to_angles(R)), R, scale, t
+
+
+#: up to this many faces, :func:`pose_from_params` works on Python floats (a video frame's
+#: faces: a dozen tiny array operations cost more than the arithmetic)
+_FEW = 16
+
+
+def _pose_few(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`pose_from_params` of ``(B, 62)`` float64 params, face by face in Python floats
+    (the same formulas; agrees to rounding). Raises ZeroDivisionError for a zero row."""
+    b = len(params)
+    angles, R, scale = np.empty((b, 3)), np.empty((b, 3, 3)), np.empty(b)
+    for i, p in enumerate(params[:, :12].tolist()):
+        n1 = math.sqrt(p[0] * p[0] + p[1] * p[1] + p[2] * p[2])
+        n2 = math.sqrt(p[4] * p[4] + p[5] * p[5] + p[6] * p[6])
+        a0, a1, a2 = p[0] / n1, p[1] / n1, p[2] / n1
+        b0, b1, b2 = p[4] / n2, p[5] / n2, p[6] / n2
+        c0, c1, c2 = a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0
+        R[i] = ((a0, a1, a2), (b0, b1, b2), (c0, c1, c2))
+        scale[i] = (n1 + n2) / 2.0
+        if c0 > GIMBAL_LOCK:
+            angles[i] = (math.pi / 2, math.atan2(-a1, -a2), 0.0)
+        elif c0 < -GIMBAL_LOCK:
+            angles[i] = (-math.pi / 2, math.atan2(a1, a2), 0.0)
+        else:  # NaN stays NaN (no clipping of a NaN to ±1)
+            s = c0 if -1.0 <= c0 <= 1.0 or c0 != c0 else math.copysign(1.0, c0)
+            angles[i] = (math.asin(s) if s == s else math.nan, math.atan2(c1, c2),
+                         math.atan2(b0, a0))
+    return np.degrees(angles), R, scale, params[:, [3, 7, 11]]

@@ -360,13 +360,14 @@ class VideoAligner(DetectionSteps):
             early = self._early_check(img, n, rois)
             faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
             for t, f, r in zip(list(ts_.live), faces, rois, strict=True):
-                why = self._implausible(f, t, w, h)
+                box = lm_box(f.landmarks)
+                why = self._implausible(f, t, w, h, box)
                 if why:
                     self.stats["lost"] += 1
                     ts_.lose(t, why, n)
                     need = True
                 else:
-                    t.update(f, r, n)
+                    t.update(f, r, n, box)
             ts_.live[:] = self._dedupe(ts_.live, n)
 
         failing: list[Track] = []
@@ -394,7 +395,7 @@ class VideoAligner(DetectionSteps):
             if t.unconfirmed and not self._profile(t):
                 continue  # the detector did not find this face: draw nothing
             f = t.face
-            out.append(dataclasses.replace(f, box=lm_box(f.landmarks), score=t.score,
+            out.append(dataclasses.replace(f, box=t.box, score=t.score,
                                            track_id=t.id))
         return out
 
@@ -430,12 +431,13 @@ class VideoAligner(DetectionSteps):
                 return prev_roi
         return roi
 
-    def _implausible(self, f: Face, t: Track, w: int, h: int) -> str:
-        """Why the new alignment ``f`` of track ``t`` cannot be right ('' when plausible)."""
+    def _implausible(self, f: Face, t: Track, w: int, h: int, box: np.ndarray) -> str:
+        """Why the new alignment ``f`` (landmark box ``box``) of track ``t`` cannot be right
+        ('' when plausible)."""
         lm = f.landmarks
         if not np.all(np.isfinite(lm)):
             return "landmarks not finite"
-        size = face_size(lm_box(lm))
+        size = face_size(box)
         if size < self.min_face_size:
             return f"face {size:.1f} px below the minimum size"
         ratio = size / max(t.size, 1e-9)

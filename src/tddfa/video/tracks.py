@@ -61,9 +61,13 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     unconfirmed: int = 0
     confirmed_yaw: float = 0.0
+    _box: np.ndarray = field(init=False, repr=False)
+    _size: float = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.confirmed_yaw = float(self.face.pose.yaw)
+        self._box = lm_box(self.face.landmarks)
+        self._size = face_size(self._box)
 
     def confirm(self, score: float) -> None:
         """A detection agrees with the track: refresh its score, reference size and yaw."""
@@ -72,18 +76,22 @@ class Track:
 
     @property
     def box(self) -> np.ndarray:
-        return lm_box(self.face.landmarks)
+        """``(4,)`` float32 box of the current face's landmarks (:func:`lm_box`), image pixels."""
+        return self._box
 
     @property
     def size(self) -> float:
-        return face_size(self.box)
+        """:func:`face_size` of :attr:`box`, pixels."""
+        return self._size
 
-    def update(self, face: Face, roi: np.ndarray, frame: int) -> None:
-        """Take the next frame's alignment and update the centre velocity."""
-        old, new = self.box, lm_box(face.landmarks)
+    def update(self, face: Face, roi: np.ndarray, frame: int, box: np.ndarray | None = None) -> None:
+        """Take the next frame's alignment and update the centre velocity (``box``: the new
+        face's :func:`lm_box`, when already computed)."""
+        old, new = self._box, lm_box(face.landmarks) if box is None else box
         d = ((new[:2] + new[2:]) - (old[:2] + old[2:])) / 2.0
         self.velocity = 0.5 * self.velocity + 0.5 * d
         self.face, self.roi, self.last_frame = face, roi, frame
+        self._box, self._size = new, face_size(new)
 
     def predicted_roi(self, frame: int) -> np.ndarray:
         """Roi moved by the velocity up to ``frame`` (for lost tracks)."""
