@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="scene-cut threshold: Bhattacharyya distance of HSV histograms of "
                         "consecutive frames; a cut ends every track; 0 disables (0.35)")
     p.add_argument("--no-validate", action="store_true",
-                   help="do not check each track with the detector every frame")
+                   help="do not check each track with the detector (every 3rd frame)")
     p.add_argument("--smooth", choices=("auto", "none", "causal", "centered"), default="auto",
                    help="smoothing: causal One-Euro, centred Gaussian window, or none; auto = "
                         "centred for files, causal for cameras")
