@@ -210,16 +210,20 @@ def test_new_face_is_picked_up_and_old_id_kept(shared, aligner):
     hidden[:, x1:] = 0  # the right-hand face is not there yet
     frames = [hidden] * 8 + [img] * 12
     # the frame changes abruptly when the face appears: not a scene cut for this test
-    va = VideoAligner(aligner, redetect_every=4, max_unconfirmed=0, cut_threshold=0)
-    res = list(va.track(ArraySource(frames), keep_images=False))
-    assert all(len(r.faces) == 1 for r in res[:8])
-    assert {f.track_id for r in res[:8] for f in r.faces} == {0}
-    # picked up at the first re-detection after it appears (frame 8: 8 frames since the last)
-    assert all(len(r.faces) == 2 for r in res[8:])
-    assert {f.track_id for r in res[8:] for f in r.faces} == {0, 1}
-    left0 = [f for f in res[0].faces][0].landmarks[:, 0].mean()
-    left_late = [f for f in res[-1].faces if f.track_id == 0][0].landmarks[:, 0].mean()
-    assert abs(left0 - left_late) < 5.0
+    for overlap, found in ((False, 8), (True, 12)):
+        va = VideoAligner(aligner, redetect_every=4, max_unconfirmed=0, cut_threshold=0,
+                          overlap=overlap, search_lag=4)
+        res = list(va.track(ArraySource(frames), keep_images=False))
+        assert all(len(r.faces) == 1 for r in res[:found])
+        assert {f.track_id for r in res[:found] for f in r.faces} == {0}
+        # picked up by the first search after it appears (frame 8: 4 frames since the last);
+        # searched on a worker thread, it is taken up 4 frames (search_lag) later
+        assert all(len(r.faces) == 2 for r in res[found:])
+        assert {f.track_id for r in res[found:] for f in r.faces} == {0, 1}
+        left0 = [f for f in res[0].faces][0].landmarks[:, 0].mean()
+        left_late = [f for f in res[-1].faces if f.track_id == 0][0].landmarks[:, 0].mean()
+        assert abs(left0 - left_late) < 5.0
+        va.close()
 
 
 def test_lost_track_is_dropped_and_face_redetected(videos, aligner):

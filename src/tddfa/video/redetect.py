@@ -5,6 +5,7 @@ starting (or reviving) tracks from detections."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,32 @@ class EarlyCheck:
             log.debug("early check discarded: %s", exc)
 
 
+class LateSearch:
+    """A periodic search for new faces run on a worker thread while tracking goes on.
+
+    The full-frame detector takes several frames' worth of time, and a search for faces that
+    are not tracked yet does not need its answer at once. The frame (copied: a caller may reuse
+    its buffer) is detected on the search thread and the detections are taken up ``ready``, a
+    fixed frame number (so results never depend on timing), by
+    :meth:`DetectionSteps._late_search`, which looks again on that frame before starting a track.
+    """
+
+    def __init__(self, pool: Executor, run, img: np.ndarray, coarse: bool, ready: int) -> None:
+        self.ready = ready
+        self._future: Future = pool.submit(run, img.copy(), coarse)
+
+    def result(self) -> np.ndarray:
+        """The detections ``(K, 5)`` (waits for them)."""
+        return self._future.result()
+
+    def discard(self) -> None:
+        """Wait for the search and drop its result (and any error it raised)."""
+        try:
+            self._future.result()
+        except Exception as exc:  # noqa: BLE001 - a later search runs anyway
+            log.debug("late search discarded: %s", exc)
+
+
 def f32(a: np.ndarray) -> np.ndarray:
     """float64 values exactly representable in float32."""
     return np.asarray(a, np.float32).astype(np.float64)
@@ -84,6 +111,9 @@ class DetectionSteps:
     max_unconfirmed: int
     coarse_height: int
     init_iterations: int
+    search_lag: int
+    _search: LateSearch | None
+    _search_pool: Callable[[], Executor]
 
     def _settle(self, img: np.ndarray, faces: list[Face]) -> list[Face]:
         """Re-crop new faces from their landmarks until the crop region stops moving (at most
@@ -178,22 +208,70 @@ class DetectionSteps:
         k = int(np.argmax(ov))
         return k if ov[k] >= (0.5 * self.iou_threshold if loose else self.iou_threshold) else -1
 
+    def _coarse(self, img: np.ndarray, coarse: bool) -> bool:
+        """Whether a ``coarse`` detection of ``img`` really runs downscaled."""
+        return coarse and self.coarse_height > 0 and img.shape[0] > self.coarse_height
+
+    def _run_detector(self, img: np.ndarray, coarse: bool) -> np.ndarray:
+        """Full-frame detections ``(K, 5)`` in image pixels, best first; ``coarse``: on the frame
+        downscaled to ``coarse_height`` rows (when it is larger)."""
+        if not self._coarse(img, coarse):
+            return np.asarray(self.aligner.detect(img), np.float32).reshape(-1, 5)
+        f = self.coarse_height / img.shape[0]
+        small = cv2.resize(img, (max(int(round(img.shape[1] * f)), 1), self.coarse_height),
+                           interpolation=cv2.INTER_AREA)
+        dets = np.asarray(self.aligner.detect(small), np.float32).reshape(-1, 5)
+        dets[:, :4] /= f
+        return dets
+
     def _detect(self, img: np.ndarray, n: int, failing: list[Track], coarse: bool = False) -> None:
         """Full-frame detection, associated with the live tracks; new faces start tracks.
         ``coarse``: on the frame downscaled to ``coarse_height`` rows (when it is larger)."""
-        ts_ = self.tracks
         self._since_detect = 0
         self.stats["detections"] += 1
-        h = img.shape[0]
-        if coarse and self.coarse_height > 0 and h > self.coarse_height:
-            f = self.coarse_height / h
-            small = cv2.resize(img, (max(int(round(img.shape[1] * f)), 1), self.coarse_height),
-                               interpolation=cv2.INTER_AREA)
-            dets = np.asarray(self.aligner.detect(small), np.float32).reshape(-1, 5)
-            dets[:, :4] /= f
-            self.stats["coarse_detections"] += 1
-        else:
-            dets = np.asarray(self.aligner.detect(img), np.float32).reshape(-1, 5)
+        self.stats["coarse_detections"] += self._coarse(img, coarse)
+        self._associate(img, n, failing, self._run_detector(img, coarse))
+
+    def _launch_search(self, img: np.ndarray, n: int, coarse: bool) -> None:
+        """Start a periodic search for new faces on the search thread (see :class:`LateSearch`)."""
+        self._since_detect = 0
+        self.stats["detections"] += 1
+        self.stats["coarse_detections"] += self._coarse(img, coarse)
+        self._search = LateSearch(self._search_pool(), self._run_detector, img, coarse,
+                                  n + self.search_lag)
+
+    def _drop_search(self) -> None:
+        if self._search is not None:
+            self._search.discard()
+            self._search = None
+
+    def _late_search(self, img: np.ndarray, n: int, dets: np.ndarray) -> None:
+        """Take up a :class:`LateSearch`'s detections (of an earlier frame) on frame ``n``:
+        detections away from every live track are looked for again with the detector on a tile
+        of this frame around them, and the faces found there are associated as usual."""
+        ts_ = self.tracks
+        dets = dets[[0.88 * face_size(d) >= self.min_face_size for d in dets]].reshape(-1, 5)
+        if not len(dets):
+            return
+        rois = np.array([roi_from_box(d) for d in dets])
+        if ts_.live:  # near a live track: that face (validation keeps it confirmed)
+            rois = rois[box_iou(rois, np.stack([t.roi for t in ts_.live])).max(axis=1)
+                        < self.iou_threshold]
+        if self.max_faces is not None:
+            rois = rois[: max(self.max_faces - len(ts_.live), 0)]
+        if not len(rois):
+            return
+        found = self._regions(img, np.stack([enlarge(r, 1.5) for r in rois]))
+        fresh = [d[k] for r, d in zip(rois, found, strict=True)
+                 if (k := self._matching(d, r, loose=True)) >= 0]
+        if fresh:
+            self._associate(img, n, [], np.stack(fresh))
+
+    def _associate(self, img: np.ndarray, n: int, failing: list[Track], dets: np.ndarray) -> None:
+        """Associate full-frame detections ``(K, 5)`` of frame ``n`` with the live tracks: matched
+        tracks are confirmed, failing unmatched ones end, the other detections revive a lost
+        track or start a new one."""
+        ts_ = self.tracks
         # a landmark box is about 0.88 x the size of its detector box (sample faces: 0.83-0.93)
         small = np.array([0.88 * face_size(d) < self.min_face_size for d in dets], bool)
         self.last_skipped = dets[small]

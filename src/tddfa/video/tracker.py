@@ -22,7 +22,7 @@ from tddfa.face.results import Face
 from tddfa.io.video import Frame, Prefetch, VideoSource
 from tddfa.video.overlay import add_vertices
 from tddfa.video.records import frame_record
-from tddfa.video.redetect import DetectionSteps, EarlyCheck, f32
+from tddfa.video.redetect import DetectionSteps, EarlyCheck, LateSearch, f32
 from tddfa.video.smoothing import CausalFaceSmoother, CenteredFaceSmoother, SmoothingConfig
 from tddfa.video.tracks import (
     RegionDetector,
@@ -126,10 +126,14 @@ class VideoAligner(DetectionSteps):
         keep_lost: frames during which a lost track's id can be revived in the same shot.
         smoothing: :class:`SmoothingConfig`, or a mode string (``"none"``, ``"causal"``,
             ``"centered"``), or ``None`` (no smoothing).
-        overlap: on frames with a check, start its detector call on a worker thread before the
-            regression, so the two networks run side by side (the tiles are known before the
-            regression; results are identical either way). ``False``: everything on the calling
-            thread.
+        overlap: run detector work beside the regression on worker threads: on frames with a
+            check, its detector call starts before the regression (the tiles are known then;
+            results are identical either way); with ``validate``, the periodic search for new
+            faces runs on its own thread and is taken up ``search_lag`` frames later (see
+            :class:`~tddfa.video.redetect.LateSearch`). ``False``: everything on the calling
+            thread, the periodic search included.
+        search_lag: frames between the start of a periodic search on its thread and the frame
+            whose tracks take it up (with ``overlap`` and ``validate``).
     """
 
     def __init__(
@@ -164,6 +168,7 @@ class VideoAligner(DetectionSteps):
         keep_lost: int = 25,
         smoothing: SmoothingConfig | str | None = None,
         overlap: bool = True,
+        search_lag: int = 4,
     ) -> None:
         if aligner is None:
             from tddfa.pipeline.aligner import FaceAligner
@@ -180,6 +185,8 @@ class VideoAligner(DetectionSteps):
             raise InputError(f"min_face_size must be >= 0 pixels, got {min_face_size}")
         if validate_every < 1:
             raise InputError(f"validate_every must be >= 1 frame, got {validate_every}")
+        if search_lag < 1:
+            raise InputError(f"search_lag must be >= 1 frame, got {search_lag}")
         if validate_size < 32 or validate_size % 32:
             raise InputError(f"validate_size must be a multiple of 32 pixels, got {validate_size}")
         self.redetect_every = int(redetect_every)
@@ -212,28 +219,40 @@ class VideoAligner(DetectionSteps):
                       "coarse_detections": 0}
         self._regions = RegionDetector(self.aligner.detect, self.validate_size)
         self.overlap = bool(overlap)
-        self._pool: ThreadPoolExecutor | None = None
+        self.search_lag = int(search_lag)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._search: LateSearch | None = None
         self.reset()
 
     def close(self) -> None:
-        """Stop the worker thread of ``overlap`` (a later frame starts a new one)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        """Stop the worker threads of ``overlap`` (a later frame starts new ones)."""
+        self._drop_search()
+        for pool in self._pools.values():
+            pool.shutdown(wait=True)
+        self._pools.clear()
+
+    def _worker(self, name: str) -> ThreadPoolExecutor:
+        """The one-thread executor ``name`` (``check`` or ``search``), started on first use."""
+        pool = self._pools.get(name)
+        if pool is None:
+            pool = self._pools[name] = ThreadPoolExecutor(1, thread_name_prefix=f"tddfa-{name}")
+            weakref.finalize(self, pool.shutdown, wait=False)
+        return pool
+
+    def _search_pool(self) -> ThreadPoolExecutor:
+        return self._worker("search")
 
     def _early_check(self, img: np.ndarray, n: int, rois: np.ndarray) -> EarlyCheck | None:
         """Start this frame's check beside the regression when one is due (``overlap``)."""
         if not (self.overlap and self.validate and n % self.validate_every == 0):
             return None
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="tddfa-check")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
         tiles = self._check_regions(list(rois), list(self.tracks.lost), n)
-        return EarlyCheck(self._pool, self._regions, img, tiles)
+        return EarlyCheck(self._worker("check"), self._regions, img, tiles)
 
     # -- state -------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget every track (e.g. before a new video). Ids restart at 0."""
+        self._drop_search()
         self.tracks = TrackSet(self.keep_lost)
         self.cuts = SceneCutDetector(self.cut_threshold) if self.cut_threshold > 0 else None
         self._frame_no = 0
@@ -382,13 +401,21 @@ class VideoAligner(DetectionSteps):
         if due and self.validate and self.max_faces is not None and len(ts_.live) >= self.max_faces:
             due = False  # no room for a new face, and the tracks are checked by validation
         if not ts_.live or need:
+            self._drop_search()  # this frame's full detection supersedes it
             self._detect(img, n, failing)
-        elif due:
-            # periodic search for new faces: at full resolution every `full_every`-th time,
-            # on a frame downscaled to `coarse_height` rows otherwise (large faces only, cheaper)
-            self._periodic += 1
-            full = self.full_every <= 1 or self._periodic % self.full_every == 0
-            self._detect(img, n, failing, coarse=not full)
+        else:
+            if self._search is not None and n >= self._search.ready:
+                search, self._search = self._search, None
+                self._late_search(img, n, search.result())
+            if due and self._search is None:
+                # periodic search for new faces: at full resolution every `full_every`-th time,
+                # on the frame downscaled to `coarse_height` rows otherwise (large faces only)
+                self._periodic += 1
+                full = self.full_every <= 1 or self._periodic % self.full_every == 0
+                if self.overlap and self.validate:
+                    self._launch_search(img, n, coarse=not full)
+                else:
+                    self._detect(img, n, failing, coarse=not full)
 
         out = []
         for t in ts_.live:
