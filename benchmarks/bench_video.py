@@ -24,8 +24,11 @@ profile through its mesh, obama.mp4 as one shot) and prints the identity figures
 ids across cuts, fragmentation, false-track and missed face-frames, tracked faces below the
 minimum size) of the tracker with and without validation / cut detection.
 
-``--mediapipe`` times tddfa sparse tracking (validation on; ONNX Runtime on every core as the
-library default, and with one thread as the `tddfa video` default) against MediaPipe FaceMesh
+``--mediapipe`` times tddfa sparse tracking (validation and cut detection on, no smoothing) as
+``VideoAligner()`` and ``tddfa video`` run it by default (one ONNX Runtime thread for the
+regressor, the detector's checks and searches on worker threads; any number of faces), the same
+with one face at most (as MediaPipe's default), and with ONNX Runtime on every core
+(``FaceAligner()``'s default) against MediaPipe FaceMesh
 (``mediapipe==0.10.14``, legacy ``solutions.face_mesh`` in video mode) side by side on the
 decoded frames of the video, best of ``--passes``; skipped with a message when mediapipe is not
 importable (install it in a separate venv and run this script with that interpreter). The
@@ -205,19 +208,18 @@ def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
 
     rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
 
-    # the library default (ONNX Runtime on every core: the frames are decoded beforehand, so
-    # nothing else needs a core) and the `tddfa video` CLI default (one thread: decoding and
-    # encoding run beside it)
-    default = FaceAligner()
+    every_core = FaceAligner()  # FaceAligner's default: ONNX Runtime on every core
 
-    def tddfa_pass(al: FaceAligner | None = None, **kw) -> tuple[float, float]:
+    def tddfa_pass(al: FaceAligner, **kw) -> tuple[float, float]:
         # sparse, validation and cut detection on, no smoothing
-        va = VideoAligner(default if al is None else al, **kw)
+        va = VideoAligner(al, **kw)
         t0, c0 = time.perf_counter(), time.process_time()
         for i, f in enumerate(frames):
             va.process(f, i * 40.0)
-        return (len(frames) / (time.perf_counter() - t0),
-                1000 * (time.process_time() - c0) / len(frames))
+        out = (len(frames) / (time.perf_counter() - t0),
+               1000 * (time.process_time() - c0) / len(frames))
+        va.close()
+        return out
 
     def mp_pass() -> tuple[float, float]:
         with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as fm:
@@ -231,19 +233,19 @@ def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
             print(f"  (MediaPipe found a face in {found}/{len(rgb)} frames)")
         return out
 
-    tddfa_pass(), tddfa_pass(aligner), mp_pass()  # warm-up
-    ours, one, single, theirs = [], [], [], []
+    tddfa_pass(aligner), tddfa_pass(every_core), mp_pass()  # warm-up
+    ours, one, cores, theirs = [], [], [], []
     for _ in range(passes):  # interleaved, so all see the same machine load
-        ours.append(tddfa_pass())
-        one.append(tddfa_pass(max_faces=1))
-        single.append(tddfa_pass(aligner))
+        ours.append(tddfa_pass(aligner))
+        one.append(tddfa_pass(aligner, max_faces=1))
+        cores.append(tddfa_pass(every_core))
         theirs.append(mp_pass())
     print(f"speed on {len(frames)} decoded frames, best of {passes} (mediapipe {mp.__version__}, "
           f"load average {os.getloadavg()[0]:.1f}):")
     best_t, cpu_t = max(x[0] for x in theirs), min(x[1] for x in theirs)
     for name, res in (("tddfa sparse tracking + validation", ours),
                       ("  the same, max_faces=1 (as MediaPipe)", one),
-                      ("  the same, 1 thread (CLI default)", single),
+                      ("  the same, ORT on every core", cores),
                       ("MediaPipe FaceMesh, max_num_faces=1", theirs)):
         best, cpu = max(x[0] for x in res), min(x[1] for x in res)
         ratio = "" if res is theirs else (f"; ratio {best / best_t:.2f}x frames/s, "

@@ -51,10 +51,41 @@ def test_failed_download_is_reported(tmp_path, monkeypatch):
     def no_network(*a, **k):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(assets.urllib.request, "urlopen", no_network)
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
     with pytest.raises(AssetError, match="download failed"):
         assets.resolve("tri")
     assert not list((tmp_path / "home").rglob("*.pkl"))  # nothing half-written
+
+
+def test_failed_download_is_not_retried_by_every_process(shared, tmp_path, monkeypatch):
+    import io
+    import os
+
+    monkeypatch.setenv("TDDFA_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TDDFA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("TDDFA_OFFLINE", raising=False)
+    calls = []
+
+    def no_network(*a, **k):
+        calls.append(a)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(AssetError, match="download failed: network unreachable"):
+        assets.resolve("param_mean_std")
+    # the next call (as a new process would) does not wait for the network again, and says why
+    with pytest.raises(AssetError, match=r"download failed 0 min ago: network unreachable; not "
+                                         r"retried for 60 min \(delete .* to retry now\)"):
+        assets.resolve("param_mean_std")
+    assert len(calls) == 1
+    marker = tmp_path / "cache" / ".failed-downloads" / "param_mean_std"
+    old = marker.stat().st_mtime - assets.RETRY_AFTER - 1
+    os.utime(marker, (old, old))  # an hour later it is tried again, and a success clears it
+    real = shared / "assets" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl"
+    monkeypatch.setattr("urllib.request.urlopen",
+                        lambda *a, **k: io.BytesIO(real.read_bytes()))
+    assert assets.resolve("param_mean_std").is_file()
+    assert not marker.exists()
 
 
 def test_download_is_verified(shared, tmp_path, monkeypatch):
@@ -64,14 +95,14 @@ def test_download_is_verified(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("TDDFA_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("TDDFA_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("TDDFA_OFFLINE", raising=False)
-    monkeypatch.setattr(assets.urllib.request, "urlopen",
+    monkeypatch.setattr("urllib.request.urlopen",
                         lambda *a, **k: io.BytesIO(b"tampered"))
     with pytest.raises(AssetError, match="bytes"):
         assets.resolve("param_mean_std")
     assert not (tmp_path / "home" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl").exists()
 
     real = shared / "assets" / "3ddfa_v2" / "param_mean_std_62d_120x120.pkl"
-    monkeypatch.setattr(assets.urllib.request, "urlopen",
+    monkeypatch.setattr("urllib.request.urlopen",
                         lambda *a, **k: io.BytesIO(real.read_bytes()))
     p = assets.resolve("param_mean_std")
     # downloads land in the per-user cache, never in TDDFA_HOME (shared or read-only data folder)

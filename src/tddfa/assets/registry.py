@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import tempfile
-import urllib.request
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,6 +243,8 @@ def _download(spec: AssetSpec, dest_dir: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".download-")
     log.info("downloading %s from %s", spec.name, url)
+    import urllib.request  # here, not at the top: ~50 ms of every start-up otherwise
+
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out)
@@ -300,17 +302,55 @@ def resolve(name: str, path: str | os.PathLike | None = None, *, download: bool 
         raise AssetError(_missing_message(spec, "it cannot be downloaded"))
     if not download or os.environ.get("TDDFA_OFFLINE"):
         raise AssetError(_missing_message(spec, "offline mode"))
-    last: Exception | None = None
+    recent = _recent_failure(spec.name)
+    if recent:
+        raise AssetError(_missing_message(spec, recent))
     # downloads go to the per-user cache only: TDDFA_HOME may be a shared or read-only data folder
-    for d in [cache_dir()]:
-        try:
-            return _verified_once(spec, _download(spec, d))
-        except AssetError:
-            raise
-        except OSError as exc:  # unwritable folder, no network
-            last = exc
-            continue
-    raise AssetError(_missing_message(spec, f"download failed: {last}"))
+    try:
+        path = _verified_once(spec, _download(spec, cache_dir()))
+    except AssetError:
+        raise
+    except OSError as exc:  # unwritable folder, no network
+        _note_failure(spec.name, exc)
+        raise AssetError(_missing_message(spec, f"download failed: {exc}")) from exc
+    _failure_marker(spec.name).unlink(missing_ok=True)
+    return path
+
+
+#: after a failed download, the same asset is not tried again for this long (seconds): without
+#: a network every new process would otherwise wait for the failure again (with the 60 s
+#: timeout, when a firewall drops the connection instead of refusing it)
+RETRY_AFTER = 3600.0
+
+
+def _failure_marker(name: str) -> Path:
+    return cache_dir() / ".failed-downloads" / name
+
+
+def _note_failure(name: str, exc: BaseException) -> None:
+    marker = _failure_marker(name)
+    try:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=marker.parent, prefix=f".{name}-")
+        with os.fdopen(fd, "w") as f:
+            f.write(str(exc)[:500])
+        os.replace(tmp, marker)
+    except OSError as err:  # an unwritable cache: the next process simply tries again
+        log.debug("could not record the failed download of %s: %s", name, err)
+
+
+def _recent_failure(name: str) -> str:
+    """Why a download of ``name`` is not tried now ('' when it may be)."""
+    marker = _failure_marker(name)
+    try:
+        age = time.time() - marker.stat().st_mtime
+        if not 0 <= age < RETRY_AFTER:
+            return ""
+        why = marker.read_text().strip()
+    except OSError:
+        return ""
+    return (f"download failed {age / 60:.0f} min ago: {why}; not retried for "
+            f"{RETRY_AFTER / 60:.0f} min (delete {marker} to retry now)")
 
 
 @dataclass(frozen=True)
