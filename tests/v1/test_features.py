@@ -150,3 +150,24 @@ def test_features_side_by_side_equal_sequential(mean_params):
     with ThreadPoolExecutor(1) as pool:
         b = render_features(crops, p, 3, pool=pool)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_stage_inputs_are_the_features_crop_and_pncc_channels_first(mean_params):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tddfa.v1.features import render_features, stage_inputs
+
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 256, (3, 120, 120, 3), dtype=np.uint8)
+    p = np.repeat(mean_params, 3, 0)
+    p[1, 12:] += 1e3 * rng.normal(size=50).astype(np.float32)
+    p[2, 0] = np.nan  # no PNCC for a non-finite estimate, as render_features
+    pncc, paf = render_features(crops, p, 3)
+    want_image = np.concatenate([crops, pncc], axis=3).transpose(0, 3, 1, 2)
+    for pool in (None, ThreadPoolExecutor(1)):
+        image, paf_in = stage_inputs(crops, p, 3, pool=pool)
+        assert image.shape == (3, 6, 120, 120) and image.flags.c_contiguous
+        np.testing.assert_array_equal(image, want_image)
+        np.testing.assert_array_equal(paf_in, paf)  # the PAF stays channels-last
+        if pool is not None:
+            pool.shutdown()

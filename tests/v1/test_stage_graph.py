@@ -23,7 +23,7 @@ def _export(net, kernel=3):
     return onnx.load_from_string(buf.getvalue())
 
 
-def test_fast_inputs_same_outputs_no_nhwc_concat():
+def test_fast_inputs_same_outputs_no_channel_concat_of_nhwc_images():
     import onnxruntime as ort
 
     from tddfa.v1.net import CascadeStageNet
@@ -40,17 +40,52 @@ def test_fast_inputs_same_outputs_no_nhwc_concat():
     before = _export(net)
     after = fast_inputs(copy.deepcopy(before))
     ops = [n.op_type for n in after.graph.node]
-    assert ops[:4] == ["Transpose", "Transpose", "Concat", "Cast"] and "Sub" not in ops and "Div" not in ops
+    assert not {"Sub", "Div"} & set(ops) and ops.count("Transpose") == 1  # the PAF's
+    assert ops.count("Concat") == 1  # only the fusion of the two streams' vectors
+    assert [i.name for i in after.graph.input] == ["image", "paf"]
     rng = np.random.default_rng(0)
     feed = {"crop": rng.integers(0, 256, (3, 120, 120, 3), dtype=np.uint8),
             "pncc": rng.integers(0, 256, (3, 120, 120, 3), dtype=np.uint8),
             "paf": rng.integers(0, 256, (3, 192, 192, 3), dtype=np.uint8)}
-    run = lambda m: ort.InferenceSession(m.SerializeToString()).run(None, feed)[0]  # noqa: E731
-    a, b = run(before), run(after)
+    planar = {"image": np.ascontiguousarray(
+                  np.concatenate([feed["crop"], feed["pncc"]], axis=3).transpose(0, 3, 1, 2)),
+              "paf": feed["paf"]}
+    run = lambda m, f: ort.InferenceSession(m.SerializeToString()).run(None, f)[0]  # noqa: E731
+    a, b = run(before, feed), run(after, planar)
     with torch.no_grad():
         t = net(*(torch.from_numpy(feed[k]) for k in ("crop", "pncc", "paf"))).numpy()
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4 * np.abs(a).max())
     np.testing.assert_allclose(b, t, rtol=1e-4, atol=1e-4 * np.abs(t).max())
+    # a graph rewritten by the previous version (inputs transposed in the graph) is upgraded
+    old = _previous_version(copy.deepcopy(after))
+    assert [i.name for i in old.graph.input] == ["crop", "pncc", "paf"]
+    np.testing.assert_allclose(run(old, feed), b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
+    again = fast_inputs(old)
+    assert [i.name for i in again.graph.input] == ["image", "paf"]
+    np.testing.assert_array_equal(run(again, planar), b)
+
+
+def _previous_version(m):
+    """The rewritten graph with the previous version's head: the NHWC crop and PNCC transposed
+    to channels-first and concatenated in the graph."""
+    from onnx import TensorProto, helper
+
+    g = m.graph
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name == "image":
+                n.input[i] = "image_u8"
+    head = [helper.make_node("Transpose", ["crop"], ["crop_nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Transpose", ["pncc"], ["pncc_nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Concat", ["crop_nchw", "pncc_nchw"], ["image_u8"], axis=1)]
+    nodes = head + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    paf = [i for i in g.input if i.name == "paf"]
+    del g.input[:]
+    g.input.extend([helper.make_tensor_value_info(k, TensorProto.UINT8, ["batch", 120, 120, 3])
+                    for k in ("crop", "pncc")] + paf)
+    return m
 
 
 def test_fast_inputs_leaves_other_graphs_alone():
@@ -64,3 +99,24 @@ def test_fast_inputs_leaves_other_graphs_alone():
     m = helper.make_model(g)
     before = m.SerializeToString()
     assert fast_inputs(m).SerializeToString() == before
+
+
+def test_cascade_runs_stage_graphs_of_either_input_layout(tmp_path, shared):
+    import hashlib
+    import json
+    import shutil
+
+    from tddfa.v1.cascade import CascadeRegressor, default_cascade_dir
+
+    src = default_cascade_dir()
+    shutil.copytree(src, tmp_path / "old")
+    graph = tmp_path / "old" / "stage1.onnx"
+    data = _previous_version(onnx.load(str(graph))).SerializeToString()
+    graph.write_bytes(data)
+    man = json.loads((tmp_path / "old" / "cascade.json").read_text())
+    man["stages"][0]["sha256"] = hashlib.sha256(data).hexdigest()
+    (tmp_path / "old" / "cascade.json").write_text(json.dumps(man))
+    new, old = CascadeRegressor(threads=1), CascadeRegressor(tmp_path / "old", threads=1)
+    assert new._channels_first == [True] and old._channels_first == [False]
+    crops = np.random.default_rng(0).integers(0, 256, (2, 120, 120, 3), dtype=np.uint8)
+    np.testing.assert_allclose(old.predict(crops), new.predict(crops), rtol=1e-6, atol=1e-4)

@@ -110,6 +110,14 @@ class CascadeRegressor:
                 raise AssetError(f"cascade stage graph {p}: SHA-256 mismatch; the file is corrupt "
                                  "or tampered with")
             self.sessions.append(create_session(p, threads))
+        # the stage graph's declared inputs: `image` (crop + PNCC channels-first) + `paf`
+        # (tddfa.v1.stage_graph.fast_inputs) or `crop` + `pncc` + `paf` (a plain export)
+        names = [{i.name for i in sess.get_inputs()} for sess in self.sessions]
+        for e, got in zip(entries, names, strict=True):
+            if got not in ({"image", "paf"}, {"crop", "pncc", "paf"}):
+                raise AssetError(f"cascade stage graph {e['file']}: inputs {sorted(got)}, expected "
+                                 "image + paf or crop + pncc + paf")
+        self._channels_first = [got == {"image", "paf"} for got in names]
         from tddfa.models.regressor import Regressor, load_param_stats
 
         self.base = Regressor("mb05", threads=threads) if self.start == "mb05" else None
@@ -146,11 +154,16 @@ class CascadeRegressor:
     def run_stage(self, k: int, crops: np.ndarray, params: np.ndarray) -> np.ndarray:
         """Stage ``k`` (1-based) applied to ``params`` ``(B, 62)`` → raw new estimates (may hold
         non-finite rows; :meth:`predict_stages` handles them)."""
-        from tddfa.v1.features import render_features
+        from tddfa.v1.features import render_features, stage_inputs
 
-        pncc, paf = render_features(crops, params, self.kernel, pool=self._feature_pool())
-        d = self.sessions[k - 1].run(["delta"], {"crop": crops, "pncc": pncc, "paf": paf})[0]
-        return _apply_np(d, params, self.pose, self.std)
+        sess = self.sessions[k - 1]
+        if self._channels_first[k - 1]:  # graphs from tddfa.v1.stage_graph.fast_inputs
+            image, paf = stage_inputs(crops, params, self.kernel, pool=self._feature_pool())
+            feed = {"image": image, "paf": paf}  # image channels-first, paf channels-last
+        else:  # as exported from PyTorch: NHWC crop, PNCC and PAF
+            pncc, paf = render_features(crops, params, self.kernel, pool=self._feature_pool())
+            feed = {"crop": crops, "pncc": pncc, "paf": paf}
+        return _apply_np(sess.run(["delta"], feed)[0], params, self.pose, self.std)
 
     def predict_stages(self, crops: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Estimates after every stage: list of K + 1 arrays ``(B, 62)`` (stage 0 first) and the

@@ -368,8 +368,10 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
 
 
 def _export_onnx(net, path: Path, kernel: int) -> Path:
-    """The stage as ONNX: inputs ``crop``/``pncc`` ``(B, 120, 120, 3)``, ``paf`` ``(B, 64k, 64k, 3)``
-    uint8; output ``delta`` ``(B, n_out)``."""
+    """The stage as ONNX, its input path rewritten by :func:`tddfa.v1.stage_graph.fast_inputs`:
+    inputs ``image`` ``(B, 6, 120, 120)`` (crop and PNCC channels-first) and ``paf``
+    ``(B, 64k, 64k, 3)`` uint8 (:func:`tddfa.v1.features.stage_inputs`); output ``delta``
+    ``(B, n_out)``."""
     import io
 
     net.eval()

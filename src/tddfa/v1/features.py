@@ -44,7 +44,7 @@ from tddfa.errors import AssetError, InputError
 from tddfa.render.rasterize import _raster_kernel
 
 __all__ = ["AnchorModel", "load_anchor_model", "anchors_crop", "render_pncc_crops",
-           "render_paf_crops", "render_features", "GRID", "EXP_RADIUS"]
+           "render_paf_crops", "render_features", "stage_inputs", "GRID", "EXP_RADIUS"]
 
 GRID = 64
 #: Anchors farther than this (model units; the face is ~170,000 wide) from the noneck mesh get
@@ -173,11 +173,17 @@ def render_pncc_crops(params: np.ndarray, model: AnchorModel | None = None,
     m = model or load_anchor_model()
     v = anchors_crop(params, m) if anchors is None else anchors
     out = np.zeros((len(v), CROP, CROP, 3), np.uint8)
+    _pncc_into(v, m, out.transpose(0, 3, 1, 2))
+    return out
+
+
+def _pncc_into(v: np.ndarray, m: AnchorModel, out: np.ndarray) -> None:
+    """Render the PNCC of posed anchors ``v`` ``(B, 4096, 3)`` into zeroed ``out``
+    ``(B, 3, 120, 120)`` (channels first; any strides)."""
     colors = _ncc_colors(m)
     for b in range(len(v)):
         if np.all(np.isfinite(v[b])):
             _pncc_kernel(np.ascontiguousarray(v[b]), m.tri, colors, out[b])
-    return out
 
 
 @lru_cache(maxsize=2)
@@ -188,8 +194,9 @@ def _ncc_colors(m: AnchorModel) -> np.ndarray:
 @njit(cache=True, nogil=True)
 def _pncc_kernel(v, tri, colors, out):  # pragma: no cover - compiled
     """One face: z-buffer the anchor mesh (:func:`tddfa.render.rasterize` semantics, same
-    kernel) and write the interpolated NCC colour of the nearest triangle into ``out``."""
-    h, w = out.shape[0], out.shape[1]
+    kernel) and write the interpolated NCC colour of the nearest triangle into ``out``
+    ``(3, H, W)``."""
+    h, w = out.shape[1], out.shape[2]
     depth = np.full((h, w), -np.inf, np.float32)
     ti = np.full((h, w), -1, np.int32)
     bary = np.zeros((h, w, 3), np.float32)
@@ -209,7 +216,7 @@ def _shade(colors, tri, ti, bary, out):  # pragma: no cover - compiled
             for c in range(3):
                 val = (bary[y, x, 0] * colors[i0, c] + bary[y, x, 1] * colors[i1, c]
                        + bary[y, x, 2] * colors[i2, c])
-                out[y, x, c] = np.uint8(min(255.0, max(0.0, val + 0.5)))
+                out[c, y, x] = np.uint8(min(255.0, max(0.0, val + 0.5)))
 
 
 @njit(cache=True, nogil=True)
@@ -272,6 +279,16 @@ def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
         params: ``(B, 62)`` de-normalised crop-frame estimates.
         kernel: patch side ``k`` (odd), the stride of the pose-adaptive convolution.
     """
+    crops = _check_crops(crops, kernel)
+    m = model or load_anchor_model()
+    v = anchors_crop(params, m) if anchors is None else anchors
+    size = GRID * kernel
+    out = np.zeros((len(crops), size, size, crops.shape[3]), np.uint8)
+    _paf_into(crops, v, kernel, out)
+    return out
+
+
+def _check_crops(crops: np.ndarray, kernel: int) -> np.ndarray:
     crops = np.asarray(crops)
     if crops.ndim == 3:
         crops = crops[None]
@@ -279,15 +296,43 @@ def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
         raise InputError(f"crops must be (B, {CROP}, {CROP}, C) uint8, got {crops.shape} {crops.dtype}")
     if kernel < 1 or kernel % 2 == 0:
         raise InputError(f"kernel must be a positive odd number, got {kernel}")
-    m = model or load_anchor_model()
-    v = anchors_crop(params, m) if anchors is None else anchors
+    return crops
+
+
+def _paf_into(crops: np.ndarray, v: np.ndarray, kernel: int, out: np.ndarray) -> None:
+    """PAF maps of ``crops`` ``(B, 120, 120, C)`` at posed anchors ``v`` into zeroed ``out``
+    ``(B, 64k, 64k, C)``."""
     if len(v) != len(crops):
         raise InputError(f"{len(crops)} crops but {len(v)} parameter vectors")
-    size = GRID * kernel
-    out = np.zeros((len(v), size, size, crops.shape[3]), np.uint8)
     for b in range(len(v)):
         _paf_kernel(np.ascontiguousarray(crops[b]), np.ascontiguousarray(v[b, :, :2]), kernel, out[b])
-    return out
+
+
+def stage_inputs(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
+                 model: AnchorModel | None = None, pool=None) -> tuple[np.ndarray, np.ndarray]:
+    """A cascade stage graph's inputs (:mod:`tddfa.v1.stage_graph`): ``image``
+    ``(B, 6, 120, 120)`` uint8 channels-first, the crop's channels then the PNCC's (no channel
+    concat left for the runtime), and ``paf`` ``(B, 64k, 64k, C)`` uint8 — the values of
+    :func:`render_features`. (The PAF stays channels-last: its sampling kernel writes the
+    three channels of a sample together, which is faster than the transpose it saves.)
+
+    ``pool``: as in :func:`render_features` (the PNCC is rendered on it, beside the PAF)."""
+    crops = _check_crops(crops, kernel)
+    m = model or load_anchor_model()
+    a = anchors_crop(params, m)
+    b = len(crops)
+    image = np.empty((b, 3 + 3, CROP, CROP), np.uint8)
+    image[:, :3] = crops.transpose(0, 3, 1, 2)
+    image[:, 3:] = 0
+    paf = np.zeros((b, GRID * kernel, GRID * kernel, crops.shape[3]), np.uint8)
+    if pool is None:
+        _pncc_into(a, m, image[:, 3:])
+        _paf_into(crops, a, kernel, paf)
+        return image, paf
+    pncc = pool.submit(_pncc_into, a, m, image[:, 3:])
+    _paf_into(crops, a, kernel, paf)
+    pncc.result()
+    return image, paf
 
 
 def render_features(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
