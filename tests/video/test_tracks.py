@@ -290,7 +290,7 @@ def test_profile_track_survives_a_blind_detector_a_frontal_one_does_not(aligner,
             assert all(len(r) == 0 for r in res)
 
 
-def test_overlapped_checks_give_the_same_results_as_sequential_ones(aligner, sprite, monkeypatch):
+def test_overlapped_detector_work_gives_the_same_results_as_sequential(aligner, sprite, monkeypatch):
     # a face that moves, is covered (tracks lost and revived: the early tiles no longer match)
     # and comes back; validation on every frame
     frames = [_frame(sprite, 70, 100 + 2 * k, 40) for k in range(14)]
@@ -300,6 +300,10 @@ def test_overlapped_checks_give_the_same_results_as_sequential_ones(aligner, spr
     # then it slides out of the frame: lost by the regression step itself, so the tiles started
     # early (one live track) are not the check's (one lost track)
     frames += [_frame(sprite, 70, 130 + 30 * k, 40) for k in range(8)]
+    # a new shot with the face tracked: the cut is found beside the regression, which it drops
+    shot2 = [_frame(sprite, 70, 100 + 2 * k, 40, ((120, 160, 90), (60, 60, 140)), 3)
+             for k in range(6)]
+    frames += [frames[0]] * 3 + shot2
     threads = []
     real = RegionDetector.__call__
 
@@ -313,7 +317,7 @@ def test_overlapped_checks_give_the_same_results_as_sequential_ones(aligner, spr
     runs = {}
     for overlap in (True, False):
         threads.clear()
-        va = VideoAligner(aligner, validate_every=1, cut_threshold=0, overlap=overlap)
+        va = VideoAligner(aligner, validate_every=1, overlap=overlap)
         runs[overlap] = ([[(f.track_id, f.landmarks) for f in r.faces]
                           for r in va.track(ArraySource(frames), keep_images=False)], dict(va.stats))
         va.close()
@@ -321,6 +325,7 @@ def test_overlapped_checks_give_the_same_results_as_sequential_ones(aligner, spr
         assert (on_worker > 0) if overlap else (on_worker == 0)
     (a, stats_a), (b, stats_b) = runs[True], runs[False]
     assert stats_a == stats_b and stats_a["failed_checks"] + stats_a["lost"] >= 1
+    assert stats_a["cuts"] >= 1
     assert [[i for i, _ in fr] for fr in a] == [[i for i, _ in fr] for fr in b]
     for fa, fb in zip(a, b, strict=True):
         for (_, la), (_, lb) in zip(fa, fb, strict=True):

@@ -367,7 +367,14 @@ class VideoAligner(DetectionSteps):
 
         need = False
         early: EarlyCheck | None = None
-        self.last_cut = self.cuts is not None and self.cuts(img)
+        # with tracks to regress (and `overlap`), the cut test (colour histograms in OpenCV)
+        # runs on the check thread beside the regression, whose results a cut then drops
+        cut_test = None
+        if self.cuts is not None and self.overlap and ts_.live:
+            cut_test = self._worker("check").submit(self.cuts, img)
+            self.last_cut = False
+        else:
+            self.last_cut = self.cuts is not None and self.cuts(img)
         if self.last_cut:
             self.stats["cuts"] += 1
             ts_.cut(n)
@@ -378,7 +385,15 @@ class VideoAligner(DetectionSteps):
             rois = np.stack([self._hysteresis_roi(t.face.landmarks, t.roi) for t in ts_.live])
             early = self._early_check(img, n, rois)
             faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
-            for t, f, r in zip(list(ts_.live), faces, rois, strict=True):
+            if cut_test is not None and cut_test.result():
+                self.last_cut, need = True, True
+                self.stats["cuts"] += 1
+                ts_.cut(n)
+                if early is not None:
+                    early.discard()
+                    early = None
+                faces = []
+            for t, f, r in zip(list(ts_.live), faces, rois[: len(faces)], strict=True):
                 box = lm_box(f.landmarks)
                 why = self._implausible(f, t, w, h, box)
                 if why:
