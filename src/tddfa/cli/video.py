@@ -177,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
             if not ok:
                 raise
         finally:
+            va.close()  # its worker threads (detector checks and searches)
             if bar is not None:
                 bar.close()
             for w in (writer, jsonl):
