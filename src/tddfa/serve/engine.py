@@ -186,7 +186,9 @@ class Engine:
             if s is None:
                 while len(self._sessions) >= self.config.max_sessions:
                     self._sessions.popitem(last=False)
-                s = _Session(VideoAligner(self.aligner, smoothing="causal"))
+                # overlap=False: no worker threads per session; the server's own pool bounds
+                # how much runs at once
+                s = _Session(VideoAligner(self.aligner, smoothing="causal", overlap=False))
                 self._sessions[key] = s
             self._sessions.move_to_end(key)
             s.used = now
