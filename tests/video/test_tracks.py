@@ -330,3 +330,33 @@ def test_overlapped_detector_work_gives_the_same_results_as_sequential(aligner, 
     for fa, fb in zip(a, b, strict=True):
         for (_, la), (_, lb) in zip(fa, fb, strict=True):
             np.testing.assert_array_equal(la, lb)
+
+
+def test_no_worker_reads_the_frame_after_a_failed_step(aligner, sprite, monkeypatch):
+    import time
+
+    from tddfa.video.tracks import SceneCutDetector
+
+    frames = [_frame(sprite, 70, 100 + 2 * k, 40) for k in range(4)]
+    va = VideoAligner(aligner, validate=False)  # only the cut test runs beside the regression
+    for i, f in enumerate(frames[:2]):
+        va.process(f, 40.0 * i)
+    finished = []
+    real = SceneCutDetector.__call__
+
+    def slow_cut_test(self, image):
+        time.sleep(0.2)
+        out = real(self, image)
+        finished.append(time.perf_counter())
+        return out
+
+    def broken(*a, **k):
+        raise RuntimeError("the regressor failed")
+
+    monkeypatch.setattr(SceneCutDetector, "__call__", slow_cut_test)
+    monkeypatch.setattr(va.aligner, "align_rois", broken)
+    with pytest.raises(RuntimeError, match="regressor failed"):
+        va.process(frames[2], 80.0)
+    returned = time.perf_counter()
+    assert finished and finished[0] <= returned  # the cut test ran on a worker, and is over
+    va.close()

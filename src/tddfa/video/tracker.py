@@ -9,7 +9,7 @@ import logging
 import os
 import weakref
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -384,7 +384,15 @@ class VideoAligner(DetectionSteps):
         if ts_.live:
             rois = np.stack([self._hysteresis_roi(t.face.landmarks, t.roi) for t in ts_.live])
             early = self._early_check(img, n, rois)
-            faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
+            try:
+                faces = self.aligner.align_rois(img, rois, dense=self._dense_in_step)
+            except BaseException:
+                # no worker may still read the frame once this call is over
+                if cut_test is not None:
+                    wait([cut_test])
+                if early is not None:
+                    early.discard()
+                raise
             if cut_test is not None and cut_test.result():
                 self.last_cut, need = True, True
                 self.stats["cuts"] += 1
