@@ -131,29 +131,20 @@ class MorphableModel:
         """Vertices ``(B, N, 3)`` float32 in image pixels: :meth:`reconstruct` followed by
         :func:`to_image_frame`, fused into one pass over the model (the fast path)."""
         params = np.asarray(params, dtype=np.float32).reshape(-1, N_PARAMS)
-        if not dense:
-            return self._landmarks_image(params, roi_boxes, size)
-        R, t, _, _ = split_params(params)
-        rois = np.asarray(roi_boxes, dtype=np.float64).reshape(-1, 4)
-        sx = (rois[:, 2] - rois[:, 0]) / size
-        sy = (rois[:, 3] - rois[:, 1]) / size
-        sz = (sx + sy) / 2
-        scale = np.stack([sx, -sy, sz], axis=1)  # (B, 3): y is flipped
-        M = R.astype(np.float64) * scale[:, :, None]
-        c = np.stack([sx * (t[:, 0] - 1) + rois[:, 0], sy * (size - t[:, 1]) + rois[:, 1],
-                      sz * (t[:, 2] - 1)], axis=1)
-        v = self._posed(params, M, c, dense)
+        A = _image_affines(params, roi_boxes, size)
+        if dense:
+            v = self._posed(params, A[:, :, :3], A[:, :, 3], dense=True)
+        else:
+            v = self._landmarks_posed(params, A)
         if v.shape[1]:
             v[..., 2] -= v[..., 2].min(axis=1, keepdims=True)
         return v
 
-    def _landmarks_image(self, params: np.ndarray, roi_boxes: np.ndarray, size: int) -> np.ndarray:
-        """The 68 landmarks ``(B, 68, 3)`` float32 in image pixels of ``(B, 62)`` float32 params:
-        :meth:`reconstruct_image`'s sparse case in a few whole-array steps (it runs for every
-        face of every video frame, where NumPy's per-call overhead is most of its cost).
-
-        Shape: ``[alpha, 1] @ [w_lm; u_lm]``; pose and the crop → image map fused into one
-        ``(B, 3, 4)`` affine (:func:`_image_affine`)."""
+    def _landmarks_posed(self, params: np.ndarray, A: np.ndarray) -> np.ndarray:
+        """The 68 landmarks ``(B, 68, 3)`` float32 of ``(B, 62)`` float32 params mapped by affines
+        ``A`` ``(B, 3, 4)``, in a few whole-array steps (it runs for every face of every video
+        frame, where NumPy's per-call overhead is most of its cost): shape
+        ``[alpha, 1] @ [w_lm; u_lm]``, then ``A``."""
         b = len(params)
         basis = self._cache.get("lm_affine")
         if basis is None:  # (51, 204): the 50 bases, then the mean shape
@@ -163,15 +154,8 @@ class MorphableModel:
         coef[:, :50] = params[:, 12:62]
         # no BLAS for products this small (see shape_vectors)
         shape = np.einsum("bk,kn->bn", coef, basis).reshape(b, -1, 3)
-        rois = np.asarray(roi_boxes, dtype=np.float64).reshape(-1, 4)
-        # a handful of faces: Python floats cost less than a dozen tiny array operations
-        A = np.array([_image_affine(p, r, size) for p, r in
-                      zip(params[:, :12].tolist(), rois.tolist(), strict=True)],
-                     np.float32).reshape(b, 3, 4)
         v = np.einsum("bni,bji->bnj", shape, A[:, :, :3])
         v += A[:, None, :, 3]
-        if v.shape[1]:
-            v[..., 2] -= v[..., 2].min(axis=1, keepdims=True)
         return v
 
     def _posed(self, params: np.ndarray, M: np.ndarray, c: np.ndarray, dense: bool) -> np.ndarray:
@@ -190,15 +174,20 @@ class MorphableModel:
         return out
 
 
-def _image_affine(p: list[float], roi: list[float], size: int) -> list[list[float]]:
-    """Rows of the ``(3, 4)`` map from model space to image pixels for one face: ``[R | t]``
-    (``p``, the 12 pose parameters) followed by the crop → image map of ``roi``
-    (:func:`to_image_frame`, whose z shift is applied afterwards)."""
-    sx, sy = (roi[2] - roi[0]) / size, (roi[3] - roi[1]) / size
-    sz = (sx + sy) / 2
-    return [[sx * p[0], sx * p[1], sx * p[2], sx * (p[3] - 1) + roi[0]],
-            [-sy * p[4], -sy * p[5], -sy * p[6], sy * (size - p[7]) + roi[1]],
-            [sz * p[8], sz * p[9], sz * p[10], sz * (p[11] - 1)]]
+def _image_affines(params: np.ndarray, roi_boxes: np.ndarray, size: int) -> np.ndarray:
+    """``(B, 3, 4)`` float32 maps from model space to image pixels, one per face: ``[R | t]``
+    (the 12 pose parameters of ``params`` ``(B, 62)``) followed by the crop → image map of its
+    roi (:func:`to_image_frame`, whose z shift is applied afterwards). Built from Python floats:
+    for a handful of faces that costs less than a dozen tiny array operations."""
+    rois = np.asarray(roi_boxes, dtype=np.float64).reshape(-1, 4)
+    rows = []
+    for p, roi in zip(params[:, :12].tolist(), rois.tolist(), strict=True):
+        sx, sy = (roi[2] - roi[0]) / size, (roi[3] - roi[1]) / size
+        sz = (sx + sy) / 2
+        rows.append([[sx * p[0], sx * p[1], sx * p[2], sx * (p[3] - 1) + roi[0]],
+                     [-sy * p[4], -sy * p[5], -sy * p[6], sy * (size - p[7]) + roi[1]],
+                     [sz * p[8], sz * p[9], sz * p[10], sz * (p[11] - 1)]])
+    return np.array(rows, np.float32).reshape(-1, 3, 4)
 
 
 def to_image_frame(vertices: np.ndarray, roi_boxes: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
