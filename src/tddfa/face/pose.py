@@ -110,8 +110,6 @@ def _pose_few(params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
             angles[i] = (math.pi / 2, math.atan2(-a1, -a2), 0.0)
         elif c0 < -GIMBAL_LOCK:
             angles[i] = (-math.pi / 2, math.atan2(a1, a2), 0.0)
-        else:  # NaN stays NaN (no clipping of a NaN to ±1)
-            s = c0 if -1.0 <= c0 <= 1.0 or c0 != c0 else math.copysign(1.0, c0)
-            angles[i] = (math.asin(s) if s == s else math.nan, math.atan2(c1, c2),
-                         math.atan2(b0, a0))
+        else:  # |c0| <= GIMBAL_LOCK here (or NaN, which asin keeps): no clipping needed
+            angles[i] = (math.asin(c0), math.atan2(c1, c2), math.atan2(b0, a0))
     return np.degrees(angles), R, scale, params[:, [3, 7, 11]]
