@@ -55,11 +55,9 @@ class EarlyCheck:
         return None
 
     def discard(self) -> None:
-        """Wait for the started call and drop its result (and any error it raised)."""
-        try:
-            self._future.result()
-        except Exception as exc:  # noqa: BLE001 - the check is re-run and raises it again
-            log.debug("early check discarded: %s", exc)
+        """Wait for the started call and drop its result (the check is re-run, and raises any
+        error again)."""
+        _drain(self._future, "early check")
 
 
 class LateSearch:
@@ -81,11 +79,16 @@ class LateSearch:
         return self._future.result()
 
     def discard(self) -> None:
-        """Wait for the search and drop its result (and any error it raised)."""
-        try:
-            self._future.result()
-        except Exception as exc:  # noqa: BLE001 - a later search runs anyway
-            log.debug("late search discarded: %s", exc)
+        """Wait for the search and drop its result (a later search runs anyway)."""
+        _drain(self._future, "late search")
+
+
+def _drain(future: Future, what: str) -> None:
+    """Wait for ``future`` and drop its result and any error it raised (logged)."""
+    try:
+        future.result()
+    except Exception as exc:  # noqa: BLE001 - the caller does not want the result
+        log.debug("%s discarded: %s", what, exc)
 
 
 def f32(a: np.ndarray) -> np.ndarray:
@@ -113,7 +116,7 @@ class DetectionSteps:
     init_iterations: int
     search_lag: int
     _search: LateSearch | None
-    _search_pool: Callable[[], Executor]
+    _worker: Callable[[str], Executor]
 
     def _settle(self, img: np.ndarray, faces: list[Face]) -> list[Face]:
         """Re-crop new faces from their landmarks until the crop region stops moving (at most
@@ -237,7 +240,7 @@ class DetectionSteps:
         self._since_detect = 0
         self.stats["detections"] += 1
         self.stats["coarse_detections"] += self._coarse(img, coarse)
-        self._search = LateSearch(self._search_pool(), self._run_detector, img, coarse,
+        self._search = LateSearch(self._worker("search"), self._run_detector, img, coarse,
                                   n + self.search_lag)
 
     def _drop_search(self) -> None:

@@ -239,9 +239,6 @@ class VideoAligner(DetectionSteps):
             weakref.finalize(self, pool.shutdown, wait=False)
         return pool
 
-    def _search_pool(self) -> ThreadPoolExecutor:
-        return self._worker("search")
-
     def _early_check(self, img: np.ndarray, n: int, rois: np.ndarray) -> EarlyCheck | None:
         """Start this frame's check beside the regression when one is due (``overlap``)."""
         if not (self.overlap and self.validate and n % self.validate_every == 0):
@@ -376,8 +373,7 @@ class VideoAligner(DetectionSteps):
         else:
             self.last_cut = self.cuts is not None and self.cuts(img)
         if self.last_cut:
-            self.stats["cuts"] += 1
-            ts_.cut(n)
+            self._new_shot(n)
             need = True
         ts_.expire(n)
 
@@ -393,24 +389,23 @@ class VideoAligner(DetectionSteps):
                 if early is not None:
                     early.discard()
                 raise
-            if cut_test is not None and cut_test.result():
+            if cut_test is not None and cut_test.result():  # the regression is dropped
                 self.last_cut, need = True, True
-                self.stats["cuts"] += 1
-                ts_.cut(n)
+                self._new_shot(n)
                 if early is not None:
                     early.discard()
                     early = None
-                faces = []
-            for t, f, r in zip(list(ts_.live), faces, rois[: len(faces)], strict=True):
-                box = lm_box(f.landmarks)
-                why = self._implausible(f, t, w, h, box)
-                if why:
-                    self.stats["lost"] += 1
-                    ts_.lose(t, why, n)
-                    need = True
-                else:
-                    t.update(f, r, n, box)
-            ts_.live[:] = self._dedupe(ts_.live, n)
+            else:
+                for t, f, r in zip(list(ts_.live), faces, rois, strict=True):
+                    box = lm_box(f.landmarks)
+                    why = self._implausible(f, t, w, h, box)
+                    if why:
+                        self.stats["lost"] += 1
+                        ts_.lose(t, why, n)
+                        need = True
+                    else:
+                        t.update(f, r, n, box)
+                ts_.live[:] = self._dedupe(ts_.live, n)
 
         failing: list[Track] = []
         if self.validate and (ts_.live or ts_.lost) and n % self.validate_every == 0:
@@ -448,6 +443,11 @@ class VideoAligner(DetectionSteps):
             out.append(dataclasses.replace(f, box=t.box, score=t.score,
                                            track_id=t.id))
         return out
+
+    def _new_shot(self, n: int) -> None:
+        """A scene cut at frame ``n``: every track ends (ids are never reused)."""
+        self.stats["cuts"] += 1
+        self.tracks.cut(n)
 
     def _profile(self, t: Track) -> bool:
         """A track in profile that the detector may miss: |yaw| >= ``profile_yaw`` now, turned
