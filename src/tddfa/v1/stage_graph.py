@@ -83,10 +83,7 @@ def fast_inputs(model):
     inits = {i.name: i for i in g.initializer}
     drop = {id(n) for head, seq, _, _ in streams for n in ([head] if head else []) + seq[:4]}
     used_consts = {n.input[1] for _, seq, _, _ in streams for n in seq[2:4]}
-    pre = [helper.make_node("Transpose", ["crop"], ["crop_nchw"], perm=[0, 3, 1, 2]),
-           helper.make_node("Transpose", ["pncc"], ["pncc_nchw"], perm=[0, 3, 1, 2]),
-           helper.make_node("Concat", ["crop_nchw", "pncc_nchw"], ["image_u8"], axis=1),
-           helper.make_node("Cast", ["image_u8"], ["image_f"], to=TensorProto.FLOAT),
+    pre = [helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
            helper.make_node("Transpose", ["paf"], ["paf_nchw"], perm=[0, 3, 1, 2]),
            helper.make_node("Cast", ["paf_nchw"], ["paf_f"], to=TensorProto.FLOAT)]
     for (_, seq, sub_c, div_c), src in zip(streams, ("image_f", "paf_f"), strict=True):
@@ -120,19 +117,17 @@ def fast_inputs(model):
                      and all(id(c) in drop for c in consumers[n.output[0]]))]
     del g.node[:]
     g.node.extend(pre + keep)
-    _channels_first(model)
+    _image_input(g)
     onnx.checker.check_model(model)
     return model
 
 
 def _channels_first(model) -> None:
-    """Make the transposed-inputs graph take ``image`` ``(B, 6, 120, 120)`` uint8 channels-first
-    (crop channels, then PNCC channels) as :func:`tddfa.v1.features.stage_inputs` renders it:
-    the crop and PNCC transposes and their channel concat go; ``paf`` stays ``(B, S, S, C)``.
-    (ONNX Runtime turns "transpose both, concat the channels" back into a concat of NHWC images,
-    which copies 3 bytes at a time: about a fifth of the stage graph's time at batch 1.)"""
-    from onnx import TensorProto, helper
-
+    """Upgrade a graph rewritten by the previous version, which took ``crop`` and ``pncc``
+    ``(B, 120, 120, 3)`` and transposed and concatenated them itself, to the ``image`` input:
+    the transposes and the concat go. (ONNX Runtime turns "transpose both, concat the channels"
+    back into a concat of NHWC images, which copies 3 bytes at a time: about a fifth of the
+    stage graph's time at batch 1.)"""
     g = model.graph
     gone = {"crop_nchw", "pncc_nchw", "image_u8"}
     keep = [n for n in g.node if not set(n.output) & gone]
@@ -142,6 +137,15 @@ def _channels_first(model) -> None:
                 n.input[i] = "image"
     del g.node[:]
     g.node.extend(keep)
+    _image_input(g)
+
+
+def _image_input(g) -> None:
+    """Declare the graph's inputs: ``image`` ``(B, 6, 120, 120)`` uint8 (crop channels, then
+    PNCC channels, as :func:`tddfa.v1.features.stage_inputs` renders it) in place of ``crop``
+    and ``pncc``; ``paf`` ``(B, S, S, C)`` is kept."""
+    from onnx import TensorProto, helper
+
     paf = [i for i in g.input if i.name == "paf"]
     del g.input[:]
     g.input.extend([helper.make_tensor_value_info("image", TensorProto.UINT8,
