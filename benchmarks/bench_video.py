@@ -254,7 +254,7 @@ def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
                       ("MediaPipe FaceMesh, max_num_faces=1", theirs),
                       ("MediaPipe FaceMesh, max_num_faces=4", theirs_multi)):
         best, cpu = max(x[0] for x in res), min(x[1] for x in res)
-        ratio = "" if res in (theirs, theirs_multi) else (
+        ratio = "" if res is theirs or res is theirs_multi else (
             f"; ratio {best / best_t:.2f}x frames/s, {cpu_t / cpu:.2f}x CPU time")
         if res is ours:  # both keep looking for more faces
             ratio += f"; {best / best_m:.2f}x MediaPipe's max_num_faces=4"
