@@ -137,3 +137,16 @@ def test_list_files_expand_relative_to_the_list(tmp_path):
     lst.write_text("# photos\na.jpg\n\n/abs/b.png\n")
     assert expand_lists([str(lst), "c.jpg"]) == [str(tmp_path / "sub" / "a.jpg"), "/abs/b.png",
                                                   "c.jpg"]
+
+
+@needs_shared
+def test_min_face_reaches_the_batch_workers(folder, tmp_path):
+    from tddfa.cli.main import main
+
+    out = tmp_path / "out"
+    (folder / "broken.jpg").unlink()
+    # emma's faces are 366-489 px: a 400-px limit keeps 2 of 3; the other photos' faces are smaller
+    assert main(["align", str(folder), "-o", str(out), "--format", "jsonl", "--no-overlay",
+                 "--min-face", "400"]) == 0
+    faces = {Path(r["input"]).name: len(r["faces"]) for r in _lines(out / "results.jsonl")}
+    assert faces == {"emma.jpg": 2, "JianzhuGuo.jpg": 0, "0013.jpg": 0}

@@ -81,3 +81,15 @@ def test_outputs_have_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert p.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_align_min_face(shared, tmp_path, capsys):
+    img = shared / "samples" / "JianzhuGuo.jpg"
+    out = tmp_path / "out"
+    assert main(["align", str(img), "-o", str(out), "--no-overlay", "--min-face", "5000"]) == 0
+    assert json.loads((out / "JianzhuGuo.json").read_text())["faces"] == []
+    assert main(["align", str(img), "-o", str(out), "--no-overlay", "--min-face", "64"]) == 0
+    assert len(json.loads((out / "JianzhuGuo.json").read_text())["faces"]) == 1
+    with pytest.raises(SystemExit) as e:
+        main(["align", str(img), "-o", str(out), "--min-face", "-1"])
+    assert e.value.code == 2 and "expected a finite number >= 0" in capsys.readouterr().err

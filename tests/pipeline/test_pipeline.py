@@ -120,3 +120,17 @@ def test_huge_image(aligner, shared):
     big = cv2.resize(img, (img.shape[1] * 5, img.shape[0] * 5))  # 7680 x 3445
     faces = aligner.align(big).faces
     assert len(faces) == 2
+
+
+def test_min_face_size_reaches_the_detector_and_spares_user_boxes(shared):
+    from tddfa.errors import InputError
+
+    img = read_image(shared / "samples" / "JianzhuGuo.jpg")
+    al = FaceAligner(min_face_size=100)
+    assert al.detector.min_face_size == 100 and al.describe()["min_face_size"] == 100
+    assert len(al.align(img).faces) == 1  # a ~170-px face
+    huge = FaceAligner(min_face_size=10_000)
+    assert huge.align(img).faces == []
+    assert len(huge.align(img, boxes=[[100, 100, 200, 220]]).faces) == 1  # given boxes stay
+    with pytest.raises(InputError, match="min_face_size"):
+        FaceAligner(min_face_size=-5)

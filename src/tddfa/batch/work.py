@@ -45,6 +45,7 @@ class AlignOptions:
     device: str = "cpu"
     max_pixels: int | None = None
     max_dense_faces: int = 32
+    min_face: float = 0.0
     per_image_json: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,7 +70,8 @@ class ImageWorker:
                                    score_threshold=options.threshold, threads=options.threads,
                                    backend=options.backend, device=options.device,
                                    max_pixels=options.max_pixels,
-                                   max_dense_faces=options.max_dense_faces)
+                                   max_dense_faces=options.max_dense_faces,
+                                   min_face_size=options.min_face)
 
     def process(self, path: str, stem: str, image: np.ndarray | None = None) -> dict[str, Any]:
         """Align one image and write its side files; returns its record: ``input``, ``stem`` and

@@ -48,6 +48,7 @@ def run_batch(args, items: list[tuple[Path, Path]]) -> int:
         overlay=not args.no_overlay, threads=args.threads, backend=args.backend,
         device=args.device, max_pixels=getattr(args, "max_pixels", None),
         max_dense_faces=getattr(args, "max_dense_faces", 32),
+        min_face=getattr(args, "min_face", 0.0),
     )
     if args.engine == "ray":
         from tddfa.batch.ray_engine import run_ray

@@ -47,6 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help="68-point ground truth (default: original)")
     a.add_argument("--3d", dest="dims3", action="store_true", help="3-D NME (x, y, z)")
     a.add_argument("--min-iou", type=float, default=0.1, help="detector protocol: matching IoU")
+    a.add_argument("--min-face", type=float, default=0.0, metavar="PX",
+                   help="detector protocol: the aligner's min_face_size (0 = no limit)")
     a.add_argument("--no-pose", action="store_true", help="skip the head-pose MAE")
 
     w = sub.add_parser("300w", help="300W crops: 2-D NME (inter-ocular and box)")
@@ -83,7 +85,8 @@ def _make_aligner(args: argparse.Namespace):
 
         log.info("tddfa.pipeline not available; using FaceBoxesDetector + Regressor directly")
         return PiecesAligner(FaceBoxesDetector(threads=args.threads), _make_regressor(args))
-    return FaceAligner(model=args.model, checkpoint=args.checkpoint, threads=args.threads)
+    return FaceAligner(model=args.model, checkpoint=args.checkpoint, threads=args.threads,
+                       min_face_size=getattr(args, "min_face", 0.0))
 
 
 def _plot_dir(args: argparse.Namespace) -> Path | None:
