@@ -284,3 +284,16 @@ def test_boxes_of_a_result_reproduce_it(make_client, photo):
     boxes = json.dumps([f["box"] + [f["score"]] for f in first["faces"]])
     again = c.post("/v1/align", params={"refine": "true", "boxes": boxes}, content=photo).json()
     assert again == first
+
+
+def test_min_face_setting_reaches_the_aligner(shared):
+    from tddfa.errors import InputError
+    from tddfa.serve.engine import Engine, ServeConfig
+
+    eng = Engine(ServeConfig(min_face=5000))
+    try:
+        assert eng.aligner.min_face_size == 5000
+    finally:
+        eng.close()
+    with pytest.raises(InputError, match="min_face_size"):
+        Engine(ServeConfig(min_face=-1))

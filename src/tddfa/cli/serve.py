@@ -34,6 +34,9 @@ def add_parser(sub) -> None:
     p.add_argument("--queue", type=int, default=16, help="requests that may wait for a worker (16)")
     p.add_argument("--model", default="mb05", help="regressor: mb05 (default) or mb1")
     p.add_argument("--threshold", type=float, default=0.5, help="detector score threshold (0.5)")
+    p.add_argument("--min-face", type=float, default=0.0, metavar="PX",
+                   help="photos: ignore faces under PX (sqrt(w*h) of the landmark box; 0 = no "
+                        "limit); the detector then runs on a smaller image")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (0 = auto)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (info)")
@@ -58,7 +61,8 @@ def run(args) -> int:
     if args.host not in _LOOPBACK and not args.token:
         print(f"tddfa serve: WARNING: listening on {args.host} without --token: anyone who can reach "
               "this port can use the API. Pass --token SECRET (and put TLS in front).", file=sys.stderr)
-    config = ServeConfig(model=args.model, threshold=args.threshold, threads=args.threads,
+    config = ServeConfig(model=args.model, threshold=args.threshold, min_face=args.min_face,
+                         threads=args.threads,
                          workers=args.workers, queue=args.queue, token=args.token,
                          max_upload_mb=args.max_upload_mb,
                          max_pixels=int(args.max_megapixels * 1e6), cors=tuple(args.cors))

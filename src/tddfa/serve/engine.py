@@ -31,6 +31,8 @@ class ServeConfig:
 
     Attributes:
         model: regressor name (``mb05``). threshold: detector score threshold.
+        min_face: smallest face the detector reports, sqrt(w·h) of the landmark box, pixels
+            (0 = no limit; larger is faster on large images: ``FaceAligner(min_face_size=)``).
         threads: ONNX Runtime threads per session (0 = auto).
         workers: inference threads. queue: requests allowed to wait for a worker.
         token: bearer token every ``/v1`` call must carry (``None`` = no authentication).
@@ -42,6 +44,7 @@ class ServeConfig:
 
     model: str = "mb05"
     threshold: float = 0.5
+    min_face: float = 0.0
     threads: int = 0
     workers: int = 1
     queue: int = 16
@@ -108,7 +111,7 @@ class Engine:
             from tddfa.pipeline.aligner import FaceAligner
 
             aligner = FaceAligner(config.model, score_threshold=config.threshold,
-                                  threads=config.threads)
+                                  threads=config.threads, min_face_size=config.min_face)
         self.aligner = aligner
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="tddfa-infer")
         self._admitted = 0             # running + waiting (guarded by _lock)
