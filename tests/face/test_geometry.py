@@ -127,3 +127,27 @@ def test_sample_rois_matches_the_crop_within_rounding():
     assert a.shape == b.shape == (4, 96, 96, 3)
     assert np.abs(a - b).max() <= 2 and np.abs(a - b).mean() < 0.2
     assert not b[3].any()  # an empty roi gives a zero tile
+
+
+def test_dense_pass_is_the_same_on_any_number_of_threads(monkeypatch):
+    from tddfa.face._dense_kernel import dense_affine, dense_threads
+
+    rng = np.random.default_rng(3)
+    n, k, b = 5000, 50, 3
+    u = rng.normal(size=3 * n).astype(np.float32)
+    w = rng.normal(size=(3 * n, k)).astype(np.float32)
+    alpha = rng.normal(size=(b, k)).astype(np.float32)
+    M = rng.normal(size=(b, 3, 3)).astype(np.float32)
+    c = rng.normal(size=(b, 3)).astype(np.float32)
+    outs = []
+    for threads in (1, 2, 3):
+        out = np.full((b, n, 3), np.nan, np.float32)
+        dense_affine(u, w, alpha, M, c, out, threads)
+        outs.append(out)
+    want = np.einsum("bij,bnj->bni", M, (u + alpha @ w.T).reshape(b, n, 3)) + c[:, None]
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=1e-3)
+    assert all(np.array_equal(o, outs[0]) for o in outs[1:])  # every vertex written, same values
+    monkeypatch.setenv("TDDFA_DENSE_THREADS", "1")
+    assert dense_threads() == 1
+    monkeypatch.setenv("TDDFA_DENSE_THREADS", "junk")
+    assert 1 <= dense_threads() <= 4
