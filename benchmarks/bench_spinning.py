@@ -1,8 +1,9 @@
-"""ONNX Runtime thread spinning on or off: photo alignment and video tracking times side by side.
+"""ONNX Runtime thread spinning modes: photo alignment and video tracking times side by side.
 
-tddfa creates its sessions with ``session.intra_op.allow_spinning = 0`` (idle intra-op threads
-sleep); ``TDDFA_ORT_SPIN=1`` restores ONNX Runtime's default (they spin-wait for the next run).
-This script runs the same measurement in child processes with each setting, interleaved over
+``TDDFA_ORT_SPIN`` selects how the intra-op threads of tddfa's sessions wait for work
+(:data:`tddfa.models.runtime.SPIN_MODES`): ``off`` (sleep when idle), ``run`` (spin between the
+operators of a run, sleep when it ends) or ``on`` (ONNX Runtime's default: keep spinning after a
+run). This script runs the same measurement in child processes with each mode, interleaved over
 ``--rounds``, and prints the best time of each:
 
 * photo: ``FaceAligner.align`` on each sample photo (best of ``--repeats``), milliseconds;
@@ -62,8 +63,11 @@ print(json.dumps(out))
 """
 
 
-def measure(spin: bool, repeats: int) -> dict[str, float]:
-    env = dict(os.environ, TDDFA_ORT_SPIN="1" if spin else "0")
+MODES = ("off", "run", "on")
+
+
+def measure(mode: str, repeats: int) -> dict[str, float]:
+    env = dict(os.environ, TDDFA_ORT_SPIN=mode)
     res = subprocess.run([sys.executable, "-c", _CHILD, str(SHARED / "samples"), str(repeats)],
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -77,17 +81,21 @@ def main() -> None:
     if not (SHARED / "samples" / "obama.mp4").is_file():
         print(f"skipped: {SHARED / 'samples'} not found (set TDDFA_SHARED)")
         return
-    best: dict[bool, dict[str, float]] = {False: {}, True: {}}
+    best: dict[str, dict[str, float]] = {m: {} for m in MODES}
     for _ in range(args.rounds):
-        for spin in (False, True):
-            for k, v in measure(spin, args.repeats).items():
-                best[spin][k] = min(best[spin].get(k, float("inf")), v)
-    print(f"best of {args.rounds} rounds (load average {os.getloadavg()[0]:.1f})")
-    print(f"{'':24s} {'no spinning (default)':>22s} {'spinning':>10s} {'ratio':>7s}")
-    for k in best[False]:
-        a, b = best[False][k], best[True][k]
-        print(f"{k:24s} {a:22.2f} {b:10.2f} {b / a:6.2f}x")
+        for mode in MODES:
+            for k, v in measure(mode, args.repeats).items():
+                best[mode][k] = min(best[mode].get(k, float("inf")), v)
+    from tddfa.models.runtime import DEFAULT_SPIN
 
+    print(f"best of {args.rounds} rounds, ms (load average {os.getloadavg()[0]:.1f}); "
+          f"ratio = mode / off; tddfa's default: {DEFAULT_SPIN}")
+    print(f"{'':24s}" + "".join(f"{m:>10s}" for m in MODES) + "".join(
+        f"{m + '/off':>10s}" for m in MODES[1:]))
+    for k in best["off"]:
+        row = [best[m][k] for m in MODES]
+        print(f"{k:24s}" + "".join(f"{v:10.2f}" for v in row)
+              + "".join(f"{v / row[0]:9.2f}x" for v in row[1:]))
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ minimum size) of the tracker with and without validation / cut detection.
 ``VideoAligner()`` and ``tddfa video`` run it by default (one ONNX Runtime thread for the
 regressor, the detector's checks and searches on worker threads; any number of faces), the same
 with one face at most (as MediaPipe's default), and with ONNX Runtime on every core
-(``FaceAligner()``'s default) against MediaPipe FaceMesh with ``max_num_faces`` 1 (its default)
+(``FaceAligner(spin="off")``) against MediaPipe FaceMesh with ``max_num_faces`` 1 (its default)
 and 4 (which, like tddfa's default, keeps looking for more faces: MediaPipe runs its detector on
 every frame while fewer faces than that are tracked)
 (``mediapipe==0.10.14``, legacy ``solutions.face_mesh`` in video mode) side by side on the
@@ -210,7 +210,9 @@ def mediapipe_report(aligner: FaceAligner, frames: list, passes: int) -> None:
 
     rgb = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
 
-    every_core = FaceAligner()  # FaceAligner's default: ONNX Runtime on every core
+    # ONNX Runtime on every core, idle threads sleeping (as VideoAligner advises for an aligner
+    # with more than one thread: its sessions run side by side)
+    every_core = FaceAligner(spin="off")
 
     def tddfa_pass(al: FaceAligner, **kw) -> tuple[float, float]:
         # sparse, validation and cut detection on, no smoothing

@@ -93,3 +93,42 @@ def test_openvino_aflw2000_mean_nme_matches_onnxruntime(shared):
         res = eval_aflw2000_crop(Regressor(backend=backend), root, pose=False)
         nme[backend] = float(np.mean(res.arrays["nme"]))
     assert abs(nme["openvino"] - nme["onnxruntime"]) < 0.005, nme
+
+
+def test_spin_modes(monkeypatch):
+    from tddfa.errors import InputError
+    from tddfa.models.runtime import DEFAULT_SPIN, SPIN_MODES, spin_config
+
+    monkeypatch.delenv("TDDFA_ORT_SPIN", raising=False)
+    assert spin_config() == SPIN_MODES[DEFAULT_SPIN] == SPIN_MODES["run"]
+    assert spin_config("run") == {"session.intra_op.allow_spinning": "1",
+                                  "session.force_spinning_stop": "1"}
+    assert spin_config("off") == {"session.intra_op.allow_spinning": "0"}
+    for raw, mode in (("0", "off"), ("1", "on"), ("off", "off"), (" ON ", "on"), ("junk", "run")):
+        monkeypatch.setenv("TDDFA_ORT_SPIN", raw)
+        assert spin_config() == SPIN_MODES[mode]
+    assert spin_config("off") == SPIN_MODES["off"]  # an explicit mode beats the environment
+    with pytest.raises(InputError, match="spin mode"):
+        spin_config("fast")
+
+
+def test_sessions_get_the_spin_mode(shared, monkeypatch):
+    from tddfa import FaceAligner
+    from tddfa.errors import InputError
+
+    seen = []
+    import onnxruntime as ort
+
+    orig = ort.SessionOptions.add_session_config_entry
+
+    def record(self, key, value):
+        seen.append((key, value))
+        return orig(self, key, value)
+
+    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    al = FaceAligner(spin="off")
+    al.detector  # noqa: B018 - builds the detector's session
+    assert seen.count(("session.intra_op.allow_spinning", "0")) == 2
+    assert ("session.force_spinning_stop", "1") not in seen
+    with pytest.raises(InputError, match="did you mean"):
+        FaceAligner(spin="of")

@@ -133,6 +133,7 @@ class FaceBoxesDetector:
         min_face_size: smallest face to report, sqrt(w·h) of its landmark box in input-image
             pixels (0 = no limit, the default). Above 0 it also sets the input scale (see
             :meth:`scale_for`): the larger it is, the faster the detector.
+        spin: how ONNX Runtime's idle threads wait (:func:`tddfa.models.runtime.spin_config`).
     """
 
     max_height, max_width = 720, 1080
@@ -140,7 +141,7 @@ class FaceBoxesDetector:
 
     def __init__(self, weights: str | Path | None = None, score_threshold: float = 0.5,
                  threads: int = 0, backend: str = "onnxruntime", device: str = "cpu",
-                 min_face_size: float = 0.0):
+                 min_face_size: float = 0.0, spin: str | None = None):
         path = assets.resolve("faceboxes", weights)
         self.score_threshold = float(score_threshold)
         self.min_face_size = check_min_face_size(min_face_size)
@@ -150,7 +151,7 @@ class FaceBoxesDetector:
 
         self.backend = resolve_backend(backend, "detector", device)
         self.session = create_session(cached_onnx(path, "faceboxes", build), threads, self.backend,
-                                      device)
+                                      device, spin)
 
     def scale_for(self, height: int, width: int) -> float:
         """Downscale factor of the network's input: the image fits 720×1080, and with a

@@ -63,10 +63,11 @@ class Regressor:
             registered weights. A checkpoint dict may carry ``"width"`` to override the registry.
         threads: intra-op threads (0 = default).
         backend: ``onnxruntime``, ``openvino`` or ``auto``; device: ``cpu`` or ``cuda``.
+        spin: how ONNX Runtime's idle threads wait (:func:`tddfa.models.runtime.spin_config`).
     """
 
     def __init__(self, model: str = "mb05", checkpoint: str | Path | None = None, threads: int = 0,
-                 backend: str = "onnxruntime", device: str = "cpu"):
+                 backend: str = "onnxruntime", device: str = "cpu", spin: str | None = None):
         self.info: ModelInfo = get_model_info(model)
         self.source = assets.resolve(self.info.weights, checkpoint)
         if self.source.suffix == ".onnx":
@@ -75,7 +76,7 @@ class Regressor:
             # the checkpoint is only read when its graph is not cached yet
             onnx_path = cached_onnx(self.source, model, self._build_graph)
         self.backend = resolve_backend(backend, "regressor", device)
-        self.session = create_session(onnx_path, threads, self.backend, device)
+        self.session = create_session(onnx_path, threads, self.backend, device, spin)
         graph_meta = self.session.get_modelmeta().custom_metadata_map
         self.width = float(graph_meta.get("width", self.info.width))
         outs = [o.name for o in self.session.get_outputs()]

@@ -211,8 +211,48 @@ class OpenVINOSession:
         return [res[self.compiled.output(n)] for n in names]
 
 
+#: ``TDDFA_ORT_SPIN`` values: how ONNX Runtime's intra-op threads wait for work.
+SPIN_MODES = {
+    # sleep when idle, also between the operators of one run
+    "off": {"session.intra_op.allow_spinning": "0"},
+    # spin-wait between the operators of a run, sleep as soon as the run ends
+    "run": {"session.intra_op.allow_spinning": "1", "session.force_spinning_stop": "1"},
+    # ONNX Runtime's default: keep spinning after a run, waiting for the next one
+    "on": {"session.intra_op.allow_spinning": "1"},
+}
+DEFAULT_SPIN = "run"
+
+
+def spin_config(spin: str | None = None) -> dict[str, str]:
+    """Session config entries for spin mode ``spin`` (:data:`SPIN_MODES`), or when ``None`` the
+    one in ``TDDFA_ORT_SPIN`` (also ``0``/``1`` for off/on; default :data:`DEFAULT_SPIN`).
+
+    tddfa's pipelines alternate between two sessions (detector, regressor), so threads that keep
+    spinning after a run take the cores the other session needs ("on" against "off" on 2 cores:
+    photo align 1.1-1.5x slower). Spinning only within a run ("run") makes photo alignment
+    0.70-0.91x the time of "off" (best of 3-6 rounds, three runs, 2026-12-04); but where two
+    sessions run at the same time (video tracking with detector checks beside a regression on
+    multi-threaded sessions) "off" was faster (0.79-0.92x of "run" in two of three runs), so
+    :class:`~tddfa.video.VideoAligner` builds its sessions with "off".
+    ``benchmarks/bench_spinning.py`` compares the modes."""
+    if spin is not None:
+        if spin not in SPIN_MODES:
+            from tddfa.errors import unknown_name
+
+            raise unknown_name("spin mode", spin, SPIN_MODES)
+        return dict(SPIN_MODES[spin])
+    raw = os.environ.get("TDDFA_ORT_SPIN", "").strip().lower()
+    mode = {"": DEFAULT_SPIN, "0": "off", "false": "off", "no": "off", "1": "on", "true": "on",
+            "yes": "on"}.get(raw, raw)
+    if mode not in SPIN_MODES:
+        log.warning("TDDFA_ORT_SPIN=%r is not one of %s; using %r", raw, sorted(SPIN_MODES),
+                    DEFAULT_SPIN)
+        mode = DEFAULT_SPIN
+    return dict(SPIN_MODES[mode])
+
+
 def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxruntime",
-                   device: str = "cpu"):
+                   device: str = "cpu", spin: str | None = None):
     """An inference session with full graph optimisation.
 
     Args:
@@ -220,6 +260,7 @@ def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxru
         threads: intra-op threads (0 = the runtime's default, one per physical core).
         backend: ``onnxruntime`` or ``openvino`` (see :func:`resolve_backend` for ``auto``).
         device: ``cpu`` or ``cuda`` (ONNX Runtime's CUDA provider).
+        spin: how idle intra-op threads wait (:func:`spin_config`; ONNX Runtime only).
     """
     if backend == "openvino":
         return OpenVINOSession(model, threads)
@@ -231,12 +272,8 @@ def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxru
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    # Idle intra-op threads sleep instead of spin-waiting: a pipeline alternates between two
-    # sessions (detector, regressor), and each session's spinning pool took the cores the other
-    # needed (measured on 2 cores: photo align 46.7 -> 30.9 ms, video tracking 5.8 -> 4.3 ms per
-    # frame; benchmarks/bench_spinning.py). TDDFA_ORT_SPIN=1 restores ONNX Runtime's default.
-    spin = os.environ.get("TDDFA_ORT_SPIN", "0").strip() not in ("", "0", "false", "no")
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    for key, value in spin_config(spin).items():
+        so.add_session_config_entry(key, value)
     src = str(model) if isinstance(model, Path) else model
     try:
         return ort.InferenceSession(src, so, providers=providers)

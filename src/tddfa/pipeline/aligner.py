@@ -31,15 +31,15 @@ ImageLike = str | os.PathLike | np.ndarray
 
 
 def create_regressor(model: str = "mb05", checkpoint: str | Path | None = None, threads: int = 0,
-                     backend: str = "onnxruntime", device: str = "cpu"):
+                     backend: str = "onnxruntime", device: str = "cpu", spin: str | None = None):
     """The regressor for a model name: ``"cascade"`` is the 3DDFA V1 cascade
     (:class:`tddfa.v1.cascade.CascadeRegressor`; ``checkpoint`` may name a cascade folder),
     anything else a registered single network (:class:`~tddfa.models.regressor.Regressor`)."""
     if model == "cascade":
         from tddfa.v1.cascade import CascadeRegressor
 
-        return CascadeRegressor(checkpoint, threads=threads)  # ONNX Runtime on the CPU
-    return Regressor(model, checkpoint, threads=threads, backend=backend, device=device)
+        return CascadeRegressor(checkpoint, threads=threads, spin=spin)  # ONNX Runtime, CPU
+    return Regressor(model, checkpoint, threads=threads, backend=backend, device=device, spin=spin)
 
 
 class FaceAligner:
@@ -66,6 +66,10 @@ class FaceAligner:
             image pixels (0 = no limit, the default). Larger values let FaceBoxes run on a
             smaller image, which is faster (:class:`tddfa.detection.FaceBoxesDetector`); faces
             given as ``boxes`` are not filtered.
+        spin: how ONNX Runtime's idle threads wait: ``"run"`` (spin between the operators of a
+            run only), ``"off"`` or ``"on"``; ``None`` = ``TDDFA_ORT_SPIN`` or ``"run"``
+            (:func:`tddfa.models.runtime.spin_config`). ``"off"`` suits sessions that run at
+            the same time as others (:class:`~tddfa.video.VideoAligner` uses it).
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class FaceAligner:
         max_pixels: int | None = None,
         max_dense_faces: int = 32,
         min_face_size: float = 0.0,
+        spin: str | None = None,
     ):
         from tddfa.detection.faceboxes import check_min_face_size
 
@@ -89,8 +94,12 @@ class FaceAligner:
         self.max_dense_faces = int(max_dense_faces)
         self.model_name = model
         self.backend, self.device = backend, device
+        from tddfa.models.runtime import spin_config
+
+        spin_config(spin)  # an unknown mode fails here, before any model is loaded
+        self._spin = spin
         self.regressor = create_regressor(model, checkpoint, threads=threads, backend=backend,
-                                          device=device)
+                                          device=device, spin=spin)
         self.score_threshold = float(score_threshold)
         self._dense_model = dense_model
         self._threads = threads
@@ -108,6 +117,7 @@ class FaceAligner:
             self._detector = FaceBoxesDetector(
                 self._detector_weights, self.score_threshold, threads=self._threads,
                 backend=self.backend, device=self.device, min_face_size=self.min_face_size,
+                spin=self._spin,
             )
         return self._detector
 

@@ -77,13 +77,14 @@ class CascadeRegressor:
         threads: ONNX Runtime intra-op threads (0 = default); anything but 1 also renders PNCC
             and PAF side by side on two threads.
         stages: use only the first ``stages`` refinement stages (default all).
+        spin: how ONNX Runtime's idle threads wait (:func:`tddfa.models.runtime.spin_config`).
 
     Raises:
         AssetError: missing manifest or graph, or a graph failing its SHA-256.
     """
 
     def __init__(self, folder: str | Path | None = None, threads: int = 0,
-                 stages: int | None = None) -> None:
+                 stages: int | None = None, spin: str | None = None) -> None:
         from tddfa.models.runtime import create_session
 
         self.folder = Path(folder) if folder is not None else default_cascade_dir()
@@ -109,7 +110,7 @@ class CascadeRegressor:
             if e.get("sha256") and _sha256(p) != e["sha256"]:
                 raise AssetError(f"cascade stage graph {p}: SHA-256 mismatch; the file is corrupt "
                                  "or tampered with")
-            self.sessions.append(create_session(p, threads))
+            self.sessions.append(create_session(p, threads, spin=spin))
         # the stage graph's declared inputs: `image` (crop + PNCC channels-first) + `paf`
         # (tddfa.v1.stage_graph.fast_inputs) or `crop` + `pncc` + `paf` (a plain export)
         names = [{i.name for i in sess.get_inputs()} for sess in self.sessions]
@@ -120,7 +121,7 @@ class CascadeRegressor:
         self._channels_first = [got == {"image", "paf"} for got in names]
         from tddfa.models.regressor import Regressor, load_param_stats
 
-        self.base = Regressor("mb05", threads=threads) if self.start == "mb05" else None
+        self.base = Regressor("mb05", threads=threads, spin=spin) if self.start == "mb05" else None
         self.mean, self.std = load_param_stats()
         self.info = CASCADE_INFO
         self.source = man_path

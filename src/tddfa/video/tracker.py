@@ -88,7 +88,9 @@ class VideoAligner(DetectionSteps):
 
     Args:
         aligner: a :class:`tddfa.pipeline.FaceAligner` to use (built from ``model``,
-            ``checkpoint``, ``score_threshold``, ``dense_model``, ``threads`` when ``None``).
+            ``checkpoint``, ``score_threshold``, ``dense_model``, ``threads`` when ``None``,
+            with ONNX Runtime's idle threads sleeping: ``FaceAligner(spin="off")``, which also
+            suits an aligner passed in with more than one thread).
         threads: ONNX Runtime threads of that aligner (1 suits video: see the README).
         dense: also reconstruct the dense mesh of each face (needed by mesh / dense overlays).
         redetect_every: full-frame detection every N frames to pick up new faces (0 = only when
@@ -173,8 +175,10 @@ class VideoAligner(DetectionSteps):
         if aligner is None:
             from tddfa.pipeline.aligner import FaceAligner
 
+            # spin "off": with ``overlap`` the detector's checks run beside the regression, and
+            # threads spinning within one session's run take the cores the other needs
             aligner = FaceAligner(model, checkpoint, score_threshold=score_threshold,
-                                  dense_model=dense_model, threads=threads)
+                                  dense_model=dense_model, threads=threads, spin="off")
         self.aligner = aligner
         self.dense = bool(dense)
         if redetect_every < 0:
