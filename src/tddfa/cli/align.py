@@ -156,9 +156,18 @@ def _non_negative_float(text: str) -> float:
     return v
 
 
-def _run_align(args) -> int:
+def _progress(items: list, desc: str):
+    """``(iterable, say)``: a tqdm progress bar over ``items`` and its ``write`` for messages when
+    there are several; for one item the items themselves and a plain print to stderr (tqdm's
+    import is 50 ms of a single photo's start-up)."""
+    if len(items) < 2:
+        return items, lambda msg: print(msg, file=sys.stderr)
     from tqdm import tqdm
 
+    return tqdm(items, unit="img", desc=desc), lambda msg: tqdm.write(msg, file=sys.stderr)
+
+
+def _run_align(args) -> int:
     from tddfa.io.atomic import atomic_write_text
     from tddfa.io.images import read_image, write_image
 
@@ -189,13 +198,13 @@ def _run_align(args) -> int:
         return run_batch(args, items)
     need_mesh = bool(args.render or args.export or args.dense)
     failed = 0
-    bar = tqdm(items, unit="img", disable=len(items) < 2, desc="align")
+    bar, say = _progress(items, "align")
     for path, stem in bar:
         try:
             img = read_image(path, max_pixels=max_pixels)
         except TddfaError as exc:
             failed += 1
-            tqdm.write(f"tddfa align: skipped {path}: {exc}", file=sys.stderr)
+            say(f"tddfa align: skipped {path}: {exc}")
             continue
         if aligner is None:  # a bad model or checkpoint stops the run (one-line error, exit 1)
             from tddfa.pipeline.aligner import FaceAligner
@@ -236,11 +245,10 @@ def _run_align(args) -> int:
             log.info("%s: %d face(s)", path, len(faces))
         except TddfaError as exc:
             failed += 1
-            tqdm.write(f"tddfa align: skipped {path}: {exc}", file=sys.stderr)
+            say(f"tddfa align: skipped {path}: {exc}")
         except Exception as exc:  # a batch never stops on one file
             failed += 1
-            tqdm.write(f"tddfa align: skipped {path}: unexpected {type(exc).__name__}: {exc}",
-                       file=sys.stderr)
+            say(f"tddfa align: skipped {path}: unexpected {type(exc).__name__}: {exc}")
     done = len(items) - failed
     print(f"tddfa align: {done} of {len(items)} image(s) processed, results in {out}/",
           file=sys.stderr)
