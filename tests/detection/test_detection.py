@@ -6,7 +6,7 @@ from tddfa.detection.faceboxes import (
     FaceBoxesDetector,
     box_iou,
     decode_boxes,
-    face_size,
+    landmark_size,
     nms,
     prior_boxes,
 )
@@ -46,11 +46,11 @@ def test_box_iou():
     assert box_iou(b, a).shape == (4, 1)
 
 
-def test_face_size_is_the_landmark_box_size_of_detector_boxes():
+def test_landmark_size_of_detector_boxes():
     boxes = np.array([[0, 0, 100, 100, 0.9], [10, 10, 10, 50, 0.8], [0, 0, 50, 200, 0.7]],
                      np.float32)
-    np.testing.assert_allclose(face_size(boxes), [88.0, 0.0, 88.0], rtol=1e-6)
-    assert face_size(np.zeros((0, 5), np.float32)).shape == (0,)
+    np.testing.assert_allclose(landmark_size(boxes), [88.0, 0.0, 88.0], rtol=1e-6)
+    assert landmark_size(np.zeros((0, 5), np.float32)).shape == (0,)
 
 
 def test_min_face_size_sets_the_input_scale(shared):
@@ -73,7 +73,7 @@ def test_min_face_size_keeps_the_faces_above_it_and_drops_the_others(shared):
 
     img = cv2.imread(str(shared / "samples" / "trump_hillary.jpg"))
     full = FaceBoxesDetector()(img)
-    sizes = face_size(full)
+    sizes = landmark_size(full)
     assert len(full) == 2 and sizes.min() > 200
     # both faces are > 200 px: a 128-px limit runs the network on half-size input, same faces
     fast = FaceBoxesDetector(min_face_size=128)(img)
@@ -86,6 +86,6 @@ def test_min_face_size_between_face_sizes(shared):
     import cv2
 
     img = cv2.imread(str(shared / "samples" / "emma.jpg"))
-    sizes = np.sort(face_size(FaceBoxesDetector()(img)))
+    sizes = np.sort(landmark_size(FaceBoxesDetector()(img)))
     assert len(sizes) == 3 and sizes[0] < 0.95 * 400 and sizes[1] > 1.05 * 400  # ~366, 445, 489
     assert len(FaceBoxesDetector(min_face_size=400)(img)) == 2

@@ -28,7 +28,7 @@ from tddfa.errors import InputError
 from tddfa.models.networks import build_faceboxes_onnx
 from tddfa.models.runtime import cached_onnx, create_session, resolve_backend
 
-__all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms", "box_iou", "face_size",
+__all__ = ["FaceBoxesDetector", "prior_boxes", "decode_boxes", "nms", "box_iou", "landmark_size",
            "LANDMARK_BOX_RATIO", "RELIABLE_FACE"]
 
 #: A face's 68-landmark box is about this times the size of its FaceBoxes box (sqrt(w·h); sample
@@ -95,9 +95,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
-def face_size(boxes: np.ndarray) -> np.ndarray:
-    """Face sizes ``(K,)`` float32 in landmark-box pixels (``LANDMARK_BOX_RATIO`` × sqrt(w·h)) of
-    detector boxes ``(K, 4+)``; 0 for empty boxes."""
+def landmark_size(boxes: np.ndarray) -> np.ndarray:
+    """The expected landmark-box size ``(K,)`` float32 (``LANDMARK_BOX_RATIO`` × sqrt(w·h),
+    pixels) of the faces in detector boxes ``(K, 4+)``: the unit of ``min_face_size``; 0 for
+    empty boxes."""
     b = np.asarray(boxes, np.float32).reshape(-1, np.shape(boxes)[-1] if np.ndim(boxes) else 4)
     w = np.clip(b[:, 2] - b[:, 0], 0, None)
     h = np.clip(b[:, 3] - b[:, 1], 0, None)
@@ -197,7 +198,7 @@ class FaceBoxesDetector:
         dets = dets[nms(dets, self.nms_threshold)][: self.keep_top_k]
         dets = dets[dets[:, 4] > self.score_threshold]
         if self.min_face_size > 0:
-            dets = dets[face_size(dets) >= self.min_face_size]
+            dets = dets[landmark_size(dets) >= self.min_face_size]
         return dets
 
 
