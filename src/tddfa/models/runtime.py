@@ -233,8 +233,7 @@ def spin_config(spin: str | None = None) -> dict[str, str]:
     0.70-0.91x the time of "off" (best of 3-6 rounds, three runs, 2026-12-04); but where two
     sessions run at the same time (video tracking with detector checks beside a regression on
     multi-threaded sessions) "off" was faster (0.79x and 0.84x the time of "run" in two of three
-    runs), so
-    :class:`~tddfa.video.VideoAligner` builds its sessions with "off".
+    runs), so :class:`~tddfa.video.VideoAligner` builds its sessions with "off".
     ``benchmarks/bench_spinning.py`` compares the modes."""
     if spin is not None:
         if spin not in SPIN_MODES:
