@@ -51,8 +51,12 @@ def time_stage(fn: Callable[[], Any], repeat: int = 20, warmup: int = 2) -> dict
 
 
 def _thread_info(threads: int) -> dict[str, Any]:
+    from tddfa.face._dense_kernel import dense_threads
+    from tddfa.models.runtime import resolve_spin
+
     ort = threads if threads > 0 else "default (one per physical core)"
-    info: dict[str, Any] = {"onnxruntime_intra_op": ort, "cpu_count": os.cpu_count()}
+    info: dict[str, Any] = {"onnxruntime_intra_op": ort, "onnxruntime_spin": resolve_spin(),
+                            "dense_threads": dense_threads(), "cpu_count": os.cpu_count()}
     try:
         info["affinity"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # pragma: no cover - not on every OS
@@ -192,7 +196,9 @@ def format_bench(result: dict[str, Any]) -> str:
     """Human-readable table of a :func:`run_bench` result."""
     lines = [f"tddfa bench: {result['image']} ({result['width']}x{result['height']}, "
              f"{result['faces']} face(s)), model {result['model'].get('name')}, "
-             f"threads {result['thread_info']['onnxruntime_intra_op']}, "
+             f"threads {result['thread_info']['onnxruntime_intra_op']} "
+             f"(spin {result['thread_info'].get('onnxruntime_spin', '?')}, dense pass on "
+             f"{result['thread_info'].get('dense_threads', '?')}), "
              f"{result['repeat']} runs per stage",
              f"  machine: {result['machine']['processor']}, {result['machine']['cpu_count']} CPUs, "
              f"{result['machine']['platform']}",

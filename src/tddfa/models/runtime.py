@@ -20,7 +20,8 @@ from tddfa.assets import registry as assets
 from tddfa.errors import ModelError
 
 __all__ = ["create_session", "cached_onnx", "BUILDER_VERSION", "BACKENDS", "DEVICES",
-           "select_providers", "resolve_backend", "OpenVINOSession"]
+           "select_providers", "resolve_backend", "OpenVINOSession", "SPIN_MODES", "DEFAULT_SPIN",
+           "resolve_spin", "spin_config"]
 
 BACKENDS = ("onnxruntime", "openvino", "auto")
 DEVICES = ("cpu", "cuda")
@@ -223,9 +224,28 @@ SPIN_MODES = {
 DEFAULT_SPIN = "run"
 
 
+def resolve_spin(spin: str | None = None) -> str:
+    """The spin mode name (a key of :data:`SPIN_MODES`): ``spin`` itself (an unknown name is an
+    :class:`~tddfa.errors.InputError`), or when ``None`` the one in ``TDDFA_ORT_SPIN`` (also
+    ``0``/``1`` for off/on; unset or unknown: :data:`DEFAULT_SPIN`, the latter with a warning)."""
+    if spin is not None:
+        if spin not in SPIN_MODES:
+            from tddfa.errors import unknown_name
+
+            raise unknown_name("spin mode", spin, SPIN_MODES)
+        return spin
+    raw = os.environ.get("TDDFA_ORT_SPIN", "").strip().lower()
+    mode = {"": DEFAULT_SPIN, "0": "off", "false": "off", "no": "off", "1": "on", "true": "on",
+            "yes": "on"}.get(raw, raw)
+    if mode not in SPIN_MODES:
+        log.warning("TDDFA_ORT_SPIN=%r is not one of %s; using %r", raw, sorted(SPIN_MODES),
+                    DEFAULT_SPIN)
+        mode = DEFAULT_SPIN
+    return mode
+
+
 def spin_config(spin: str | None = None) -> dict[str, str]:
-    """Session config entries for spin mode ``spin`` (:data:`SPIN_MODES`), or when ``None`` the
-    one in ``TDDFA_ORT_SPIN`` (also ``0``/``1`` for off/on; default :data:`DEFAULT_SPIN`).
+    """Session config entries for spin mode ``spin`` (see :func:`resolve_spin`).
 
     tddfa's pipelines alternate between two sessions (detector, regressor), so threads that keep
     spinning after a run take the cores the other session needs ("on" against "off" on 2 cores:
@@ -235,20 +255,7 @@ def spin_config(spin: str | None = None) -> dict[str, str]:
     multi-threaded sessions) "off" was faster (0.79x and 0.84x the time of "run" in two of three
     runs), so :class:`~tddfa.video.VideoAligner` builds its sessions with "off".
     ``benchmarks/bench_spinning.py`` compares the modes."""
-    if spin is not None:
-        if spin not in SPIN_MODES:
-            from tddfa.errors import unknown_name
-
-            raise unknown_name("spin mode", spin, SPIN_MODES)
-        return dict(SPIN_MODES[spin])
-    raw = os.environ.get("TDDFA_ORT_SPIN", "").strip().lower()
-    mode = {"": DEFAULT_SPIN, "0": "off", "false": "off", "no": "off", "1": "on", "true": "on",
-            "yes": "on"}.get(raw, raw)
-    if mode not in SPIN_MODES:
-        log.warning("TDDFA_ORT_SPIN=%r is not one of %s; using %r", raw, sorted(SPIN_MODES),
-                    DEFAULT_SPIN)
-        mode = DEFAULT_SPIN
-    return dict(SPIN_MODES[mode])
+    return dict(SPIN_MODES[resolve_spin(spin)])
 
 
 def create_session(model: Path | bytes, threads: int = 0, backend: str = "onnxruntime",
