@@ -63,7 +63,8 @@ def free_port() -> int:
 def start_server(args, port: int) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
     cmd = [sys.executable, "-m", "tddfa", "serve", "--port", str(port), "--workers", str(args.workers),
-           "--queue", str(args.queue), "--threads", str(args.threads), "--log-level", "warning"]
+           "--queue", str(args.queue), "--threads", str(args.threads), "--spin", args.spin,
+           "--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--queue", type=int, default=16)
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (both sides)")
+    ap.add_argument("--spin", default="off", choices=["off", "run", "on"],
+                    help="the server's ONNX Runtime spin mode (tddfa serve --spin; default off)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
 

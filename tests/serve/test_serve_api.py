@@ -297,3 +297,25 @@ def test_min_face_setting_reaches_the_aligner(shared):
         eng.close()
     with pytest.raises(InputError, match="min_face_size"):
         Engine(ServeConfig(min_face=-1))
+
+
+def test_server_spin_mode_is_off_by_default_and_reaches_the_sessions(shared, monkeypatch):
+    from tddfa.serve.engine import Engine, ServeConfig
+
+    assert ServeConfig().spin == "off"
+    seen = []
+    import onnxruntime as ort
+
+    orig = ort.SessionOptions.add_session_config_entry
+
+    def record(self, key, value):
+        seen.append((key, value))
+        return orig(self, key, value)
+
+    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    eng = Engine(ServeConfig(spin="run"))
+    try:
+        eng.aligner.detector  # noqa: B018 - builds the detector's session
+    finally:
+        eng.close()
+    assert seen.count(("session.force_spinning_stop", "1")) == 2

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                    help="photos: ignore faces under PX (sqrt(w*h) of the landmark box; 0 = no "
                         "limit); the detector then runs on a smaller image")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads per session (0 = auto)")
+    p.add_argument("--spin", default="off", choices=["off", "run", "on"],
+                   help="how ONNX Runtime's idle threads wait (off: sleep, the default for a "
+                        "server; run: spin within a run; on: keep spinning)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (info)")
     p.set_defaults(func=run)
@@ -62,7 +65,7 @@ def run(args) -> int:
         print(f"tddfa serve: WARNING: listening on {args.host} without --token: anyone who can reach "
               "this port can use the API. Pass --token SECRET (and put TLS in front).", file=sys.stderr)
     config = ServeConfig(model=args.model, threshold=args.threshold, min_face=args.min_face,
-                         threads=args.threads,
+                         spin=args.spin, threads=args.threads,
                          workers=args.workers, queue=args.queue, token=args.token,
                          max_upload_mb=args.max_upload_mb,
                          max_pixels=int(args.max_megapixels * 1e6), cors=tuple(args.cors))

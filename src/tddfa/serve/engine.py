@@ -33,6 +33,12 @@ class ServeConfig:
         model: regressor name (``mb05``). threshold: detector score threshold.
         min_face: smallest face the detector reports, sqrt(w·h) of the landmark box, pixels
             (0 = no limit; larger is faster on large images: ``FaceAligner(min_face_size=)``).
+        spin: how ONNX Runtime's idle threads wait (:func:`tddfa.models.runtime.spin_config`):
+            ``"off"`` by default, because a loaded server decodes uploads and runs requests side
+            by side: with 2 workers and 8 clients it served 64.0-68.2 images/s against
+            50.1-56.2 with ``"run"`` (``python benchmarks/bench_serve.py --requests 400
+            --workers 2 --spin off|run``, four runs each way, 2026-12-04; with one worker the
+            two runs each way were mixed). ``tddfa serve --spin``.
         threads: ONNX Runtime threads per session (0 = auto).
         workers: inference threads. queue: requests allowed to wait for a worker.
         token: bearer token every ``/v1`` call must carry (``None`` = no authentication).
@@ -45,6 +51,7 @@ class ServeConfig:
     model: str = "mb05"
     threshold: float = 0.5
     min_face: float = 0.0
+    spin: str = "off"
     threads: int = 0
     workers: int = 1
     queue: int = 16
@@ -111,7 +118,8 @@ class Engine:
             from tddfa.pipeline.aligner import FaceAligner
 
             aligner = FaceAligner(config.model, score_threshold=config.threshold,
-                                  threads=config.threads, min_face_size=config.min_face)
+                                  threads=config.threads, min_face_size=config.min_face,
+                                  spin=config.spin)
         self.aligner = aligner
         self._pool = ThreadPoolExecutor(config.workers, thread_name_prefix="tddfa-infer")
         self._admitted = 0             # running + waiting (guarded by _lock)
