@@ -29,6 +29,23 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture()
+def ort_config_entries(monkeypatch) -> list[tuple[str, str]]:
+    """The ``(key, value)`` session config entries of every ONNX Runtime session built during
+    the test, in order."""
+    import onnxruntime as ort
+
+    seen: list[tuple[str, str]] = []
+    orig = ort.SessionOptions.add_session_config_entry
+
+    def record(self, key, value):
+        seen.append((key, value))
+        return orig(self, key, value)
+
+    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    return seen
+
+
 def load_sample(shared, name: str):
     """(image, [Face], triangles) for a sample photo from the official reference parameters."""
     import json

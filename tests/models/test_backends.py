@@ -112,20 +112,11 @@ def test_spin_modes(monkeypatch):
         spin_config("fast")
 
 
-def test_sessions_get_the_spin_mode(shared, monkeypatch):
+def test_sessions_get_the_spin_mode(shared, ort_config_entries):
     from tddfa import FaceAligner
     from tddfa.errors import InputError
 
-    seen = []
-    import onnxruntime as ort
-
-    orig = ort.SessionOptions.add_session_config_entry
-
-    def record(self, key, value):
-        seen.append((key, value))
-        return orig(self, key, value)
-
-    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    seen = ort_config_entries
     al = FaceAligner(spin="off")
     al.detector  # noqa: B018 - builds the detector's session
     assert seen.count(("session.intra_op.allow_spinning", "0")) == 2

@@ -299,20 +299,11 @@ def test_min_face_setting_reaches_the_aligner(shared):
         Engine(ServeConfig(min_face=-1))
 
 
-def test_server_spin_mode_is_off_by_default_and_reaches_the_sessions(shared, monkeypatch):
+def test_server_spin_mode_is_off_by_default_and_reaches_the_sessions(shared, ort_config_entries):
     from tddfa.serve.engine import Engine, ServeConfig
 
     assert ServeConfig().spin == "off"
-    seen = []
-    import onnxruntime as ort
-
-    orig = ort.SessionOptions.add_session_config_entry
-
-    def record(self, key, value):
-        seen.append((key, value))
-        return orig(self, key, value)
-
-    monkeypatch.setattr(ort.SessionOptions, "add_session_config_entry", record)
+    seen = ort_config_entries
     eng = Engine(ServeConfig(spin="run"))
     try:
         eng.aligner.detector  # noqa: B018 - builds the detector's session
