@@ -96,13 +96,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def landmark_size(boxes: np.ndarray) -> np.ndarray:
-    """The expected landmark-box size ``(K,)`` float32 (``LANDMARK_BOX_RATIO`` × sqrt(w·h),
-    pixels) of the faces in detector boxes ``(K, 4+)``: the unit of ``min_face_size``; 0 for
-    empty boxes."""
-    b = np.asarray(boxes, np.float32).reshape(-1, np.shape(boxes)[-1] if np.ndim(boxes) else 4)
-    w = np.clip(b[:, 2] - b[:, 0], 0, None)
-    h = np.clip(b[:, 3] - b[:, 1], 0, None)
-    return (LANDMARK_BOX_RATIO * np.sqrt(w * h)).astype(np.float32)
+    """The expected landmark-box size ``(K,)`` float64 (``LANDMARK_BOX_RATIO`` × sqrt(w·h),
+    pixels) of the faces in detector boxes ``(K, 4+)``: the unit of ``min_face_size``; 0 for a
+    box without a positive width and height (as :func:`tddfa.video.tracks.face_size`, whose
+    arithmetic it repeats: width and height in the boxes' dtype, the rest in float64)."""
+    b = np.asarray(boxes)
+    b = b.reshape(-1, b.shape[-1] if b.ndim else 4)
+    w = (b[:, 2] - b[:, 0]).astype(np.float64)
+    h = (b[:, 3] - b[:, 1]).astype(np.float64)
+    ok = (w > 0) & (h > 0)
+    return np.where(ok, LANDMARK_BOX_RATIO * np.sqrt(np.where(ok, w * h, 0.0)), 0.0)
 
 
 def nms(dets: np.ndarray, iou_threshold: float) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from tddfa.detection.faceboxes import LANDMARK_BOX_RATIO, box_iou
+from tddfa.detection.faceboxes import box_iou, landmark_size
 from tddfa.face.crop import roi_from_box, roi_from_landmarks
 from tddfa.face.results import Face
 from tddfa.video.tracks import (
@@ -175,7 +175,7 @@ class DetectionSteps:
                 self.stats["lost"] += 1
         revive = []
         for t, d in zip(lost, found[len(live):], strict=True):
-            d = d[[LANDMARK_BOX_RATIO * face_size(b) >= self.min_face_size for b in d]]
+            d = d[landmark_size(d) >= self.min_face_size]
             if len(d):
                 k = self._matching(d, t.predicted_roi(n), loose=True)
                 if k >= 0:
@@ -253,8 +253,7 @@ class DetectionSteps:
         detections away from every live track are looked for again with the detector on a tile
         of this frame around them, and the faces found there are associated as usual."""
         ts_ = self.tracks
-        dets = dets[[LANDMARK_BOX_RATIO * face_size(d) >= self.min_face_size
-                     for d in dets]].reshape(-1, 5)
+        dets = dets[landmark_size(dets) >= self.min_face_size].reshape(-1, 5)
         if not len(dets):
             return
         rois = np.array([roi_from_box(d) for d in dets])
@@ -276,8 +275,7 @@ class DetectionSteps:
         tracks are confirmed, failing unmatched ones end, the other detections revive a lost
         track or start a new one."""
         ts_ = self.tracks
-        small = np.array([LANDMARK_BOX_RATIO * face_size(d) < self.min_face_size for d in dets],
-                         bool)
+        small = landmark_size(dets) < self.min_face_size
         self.last_skipped = dets[small]
         self.stats["skipped_small"] += int(small.sum())
         dets = dets[~small]
