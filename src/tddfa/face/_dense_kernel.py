@@ -21,6 +21,7 @@ from numba import njit
 __all__ = ["dense_affine", "dense_threads"]
 
 _POOL: ThreadPoolExecutor | None = None
+_POOL_SIZE = 0  # worker threads of _POOL
 
 
 def dense_threads() -> int:
@@ -46,14 +47,14 @@ def dense_affine(u: np.ndarray, w: np.ndarray, alpha: np.ndarray, M: np.ndarray,
         alpha: ``(B, K)`` float32 coefficients. M: ``(B, 3, 3)`` float32 linear maps.
         c: ``(B, 3)`` float32 offsets. out: ``(B, N, 3)`` float32, written.
     """
-    global _POOL
+    global _POOL, _POOL_SIZE
     n_vert = out.shape[1]
     parts = max(1, min(threads or dense_threads(), n_vert // 1024 or 1))
     if parts == 1:
         _dense_range(u, w, alpha, M, c, out, 0, n_vert)
         return
-    if _POOL is None or _POOL._max_workers < parts - 1:
-        _POOL = ThreadPoolExecutor(parts - 1, thread_name_prefix="tddfa-dense")
+    if _POOL_SIZE < parts - 1:
+        _POOL, _POOL_SIZE = ThreadPoolExecutor(parts - 1, thread_name_prefix="tddfa-dense"), parts - 1
     bounds = np.linspace(0, n_vert, parts + 1).astype(np.int64)
     jobs = [_POOL.submit(_dense_range, u, w, alpha, M, c, out, bounds[i], bounds[i + 1])
             for i in range(parts - 1)]
