@@ -152,7 +152,7 @@ def test_features_side_by_side_equal_sequential(mean_params):
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-def test_stage_inputs_are_the_features_crop_and_pncc_channels_first(mean_params):
+def test_stage_inputs_are_the_features_channels_first(mean_params):
     from concurrent.futures import ThreadPoolExecutor
 
     from tddfa.v1.features import render_features, stage_inputs
@@ -168,6 +168,45 @@ def test_stage_inputs_are_the_features_crop_and_pncc_channels_first(mean_params)
         image, paf_in = stage_inputs(crops, p, 3, pool=pool)
         assert image.shape == (3, 6, 120, 120) and image.flags.c_contiguous
         np.testing.assert_array_equal(image, want_image)
-        np.testing.assert_array_equal(paf_in, paf)  # the PAF stays channels-last
+        assert paf_in.shape == (3, 3, 192, 192) and paf_in.flags.c_contiguous
+        np.testing.assert_array_equal(paf_in, paf.transpose(0, 3, 1, 2))  # the PAF as planes
         if pool is not None:
             pool.shutdown()
+
+
+def _paf_reference(crop: np.ndarray, anchors: np.ndarray, k: int) -> np.ndarray:
+    """The PAF's definition in plain NumPy, one tap at a time: ``(64k, 64k, C)``."""
+    h, w, ch = crop.shape
+    out = np.zeros((64 * k, 64 * k, ch), np.uint8)
+    img = crop.astype(np.float64)
+    for n, (ax, ay) in enumerate(anchors[:, :2].astype(np.float64)):
+        if not (np.isfinite(ax) and np.isfinite(ay)):
+            continue
+        bx, by = ax - (k - 1) / 2, ay - (k - 1) / 2
+        x0, y0 = int(np.floor(bx)), int(np.floor(by))
+        fx, fy = bx - x0, by - y0
+        for a in range(k):
+            for b in range(k):
+                acc = np.zeros(ch)
+                for dy, dx, wt in ((0, 0, (1 - fy) * (1 - fx)), (0, 1, (1 - fy) * fx),
+                                   (1, 0, fy * (1 - fx)), (1, 1, fy * fx)):
+                    y, x = y0 + a + dy, x0 + b + dx
+                    if 0 <= y < h and 0 <= x < w:
+                        acc += wt * img[y, x]
+                out[(n // 64) * k + a, (n % 64) * k + b] = np.minimum(255.0, acc + 0.5).astype(np.uint8)
+    return out
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5])
+def test_paf_matches_its_definition_inside_and_at_the_border(mean_params, kernel):
+    from tddfa.v1.features import anchors_crop, render_paf_crops
+
+    rng = np.random.default_rng(kernel)
+    crop = rng.integers(0, 256, (1, 120, 120, 3), dtype=np.uint8)
+    p = np.repeat(mean_params, 2, 0)
+    p[1, 3] += 45.0  # shifted right: part of the face's patches past the crop's border
+    p[1, 7] -= 30.0
+    got = render_paf_crops(np.repeat(crop, 2, 0), p, kernel)
+    for b, anchors in enumerate(anchors_crop(p)):
+        np.testing.assert_array_equal(got[b], _paf_reference(crop[0], anchors, kernel))
+    assert (anchors_crop(p)[1][:, 0] > 118).any()  # the border path was taken

@@ -47,6 +47,25 @@ log = logging.getLogger(__name__)
 DEGENERATE_AREA = 1e-12
 
 
+@njit(inline="always", cache=True, nogil=True)
+def edge_functions(x0, y0, x1, y1, x2, y2):  # pragma: no cover - compiled
+    """A triangle's three edge functions in float64: ``(ok, (a0, b0, k0, a1, b1, k1, a2, b2,
+    k2), 1 / |area|)``. Edge ``k`` (opposite vertex ``k``) is ``e_k = a_k x + b_k y + k_k``,
+    oriented so that inside is ``>= 0``, and ``e_k / |area|`` is vertex ``k``'s barycentric
+    weight; a shared edge gets exactly negated coefficients in its two triangles (no cracks).
+    ``ok`` is False for a degenerate triangle (doubled area ``<= DEGENERATE_AREA``)."""
+    x0, y0, x1, y1 = np.float64(x0), np.float64(y0), np.float64(x1), np.float64(y1)
+    x2, y2 = np.float64(x2), np.float64(y2)
+    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
+    if abs(area) <= DEGENERATE_AREA:
+        return False, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), 0.0
+    s = 1.0 if area > 0.0 else -1.0
+    e = ((y1 - y2) * s, (x2 - x1) * s, (x1 * y2 - x2 * y1) * s,
+         (y2 - y0) * s, (x0 - x2) * s, (x2 * y0 - x0 * y2) * s,
+         (y0 - y1) * s, (x1 - x0) * s, (x0 * y1 - x1 * y0) * s)
+    return True, e, 1.0 / abs(area)
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # pragma: no cover
     height, width = depth.shape
@@ -83,22 +102,10 @@ def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # 
         if not (math.isfinite(xmin) and math.isfinite(xmax) and math.isfinite(ymin)
                 and math.isfinite(ymax) and math.isfinite(z0 + z1 + z2)):
             continue
-        area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-        if abs(area) <= DEGENERATE_AREA:
+        ok, e, inv_area = edge_functions(x0, y0, x1, y1, x2, y2)
+        if not ok:
             continue
-        # edge k (opposite vertex k) as e_k = a_k x + b_k y + c_k, oriented so that inside >= 0;
-        # a shared edge gets exactly negated coefficients in its two triangles (no cracks)
-        s = 1.0 if area > 0.0 else -1.0
-        a0 = (y1 - y2) * s
-        b0 = (x2 - x1) * s
-        k0 = (x1 * y2 - x2 * y1) * s
-        a1 = (y2 - y0) * s
-        b1 = (x0 - x2) * s
-        k1 = (x2 * y0 - x0 * y2) * s
-        a2 = (y0 - y1) * s
-        b2 = (x1 - x0) * s
-        k2 = (x0 * y1 - x1 * y0) * s
-        inv_area = 1.0 / abs(area)
+        a0, b0, k0, a1, b1, k1, a2, b2, k2 = e
         for py in range(r0, r1 + 1):
             fy = np.float64(py)
             e0y = b0 * fy + k0

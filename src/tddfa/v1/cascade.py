@@ -111,14 +111,18 @@ class CascadeRegressor:
                 raise AssetError(f"cascade stage graph {p}: SHA-256 mismatch; the file is corrupt "
                                  "or tampered with")
             self.sessions.append(create_session(p, threads, spin=spin))
-        # the stage graph's declared inputs: `image` (crop + PNCC channels-first) + `paf`
-        # (tddfa.v1.stage_graph.fast_inputs) or `crop` + `pncc` + `paf` (a plain export)
-        names = [{i.name for i in sess.get_inputs()} for sess in self.sessions]
-        for e, got in zip(entries, names, strict=True):
-            if got not in ({"image", "paf"}, {"crop", "pncc", "paf"}):
+        # the stage graph's declared inputs (tddfa.v1.stage_graph.fast_inputs): `image` (crop +
+        # PNCC channels-first) + `paf_chw` (planes); from its previous version `image` + `paf`
+        # (channels-last); or, as exported from PyTorch, `crop` + `pncc` + `paf`
+        layouts = {frozenset({"image", "paf_chw"}): "planar", frozenset({"image", "paf"}): "image",
+                   frozenset({"crop", "pncc", "paf"}): "export"}
+        self._layouts = []
+        for e, sess in zip(entries, self.sessions, strict=True):
+            got = frozenset(i.name for i in sess.get_inputs())
+            if got not in layouts:
                 raise AssetError(f"cascade stage graph {e['file']}: inputs {sorted(got)}, expected "
-                                 "image + paf or crop + pncc + paf")
-        self._channels_first = [got == {"image", "paf"} for got in names]
+                                 "image + paf_chw, image + paf or crop + pncc + paf")
+            self._layouts.append(layouts[got])
         from tddfa.models.regressor import Regressor, load_param_stats
 
         self.base = Regressor("mb05", threads=threads, spin=spin) if self.start == "mb05" else None
@@ -158,12 +162,14 @@ class CascadeRegressor:
         from tddfa.v1.features import render_features, stage_inputs
 
         sess = self.sessions[k - 1]
-        if self._channels_first[k - 1]:  # graphs from tddfa.v1.stage_graph.fast_inputs
-            image, paf = stage_inputs(crops, params, self.kernel, pool=self._feature_pool())
-            feed = {"image": image, "paf": paf}  # image channels-first, paf channels-last
-        else:  # as exported from PyTorch: NHWC crop, PNCC and PAF
+        layout = self._layouts[k - 1]
+        if layout == "export":
             pncc, paf = render_features(crops, params, self.kernel, pool=self._feature_pool())
             feed = {"crop": crops, "pncc": pncc, "paf": paf}
+        else:
+            image, paf = stage_inputs(crops, params, self.kernel, pool=self._feature_pool())
+            feed = {"image": image, "paf_chw": paf} if layout == "planar" else \
+                {"image": image, "paf": np.ascontiguousarray(paf.transpose(0, 2, 3, 1))}
         return _apply_np(sess.run(["delta"], feed)[0], params, self.pose, self.std)
 
     def predict_stages(self, crops: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:

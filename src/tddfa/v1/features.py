@@ -34,6 +34,7 @@ crop pixels as the rest of tddfa does (x − 1, 120 − y; z larger = nearer).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -41,7 +42,7 @@ import numpy as np
 from numba import njit
 
 from tddfa.errors import AssetError, InputError
-from tddfa.render.rasterize import _raster_kernel
+from tddfa.render.rasterize import edge_functions
 
 __all__ = ["AnchorModel", "load_anchor_model", "anchors_crop", "render_pncc_crops",
            "render_paf_crops", "render_features", "stage_inputs", "GRID", "EXP_RADIUS"]
@@ -193,66 +194,109 @@ def _ncc_colors(m: AnchorModel) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _pncc_kernel(v, tri, colors, out):  # pragma: no cover - compiled
-    """One face: z-buffer the anchor mesh (:func:`tddfa.render.rasterize` semantics, same
-    kernel) and write the interpolated NCC colour of the nearest triangle into ``out``
-    ``(3, H, W)``."""
+    """One face: z-buffer the anchor mesh ``v`` ``(N, 3)`` (finite; checked by the caller) with
+    :func:`tddfa.render.rasterize.rasterize`'s rules (pixel centres, edge functions in float64,
+    nearest wins, the first triangle on a tie) and write the NCC colour interpolated at each
+    pixel into ``out`` ``(3, H, W)`` uint8 whenever a triangle wins the pixel — no triangle-index
+    or barycentric buffers, so the same values as rasterising and then interpolating."""
     h, w = out.shape[1], out.shape[2]
     depth = np.full((h, w), -np.inf, np.float32)
-    ti = np.full((h, w), -1, np.int32)
-    bary = np.zeros((h, w, 3), np.float32)
-    _raster_kernel(v, tri, depth, ti, bary, np.int32(0))
-    _shade(colors, tri, ti, bary, out)
+    for t in range(tri.shape[0]):
+        i0, i1, i2 = tri[t, 0], tri[t, 1], tri[t, 2]
+        xmin = min(v[i0, 0], min(v[i1, 0], v[i2, 0]))
+        xmax = max(v[i0, 0], max(v[i1, 0], v[i2, 0]))
+        c0 = int(math.ceil(max(np.float64(xmin), 0.0)))
+        c1 = int(math.floor(min(np.float64(xmax), w - 1.0)))
+        if c0 > c1:  # no pixel centre in the bounding box: most of a 4,096-anchor mesh's cells
+            continue
+        ymin = min(v[i0, 1], min(v[i1, 1], v[i2, 1]))
+        ymax = max(v[i0, 1], max(v[i1, 1], v[i2, 1]))
+        r0 = int(math.ceil(max(np.float64(ymin), 0.0)))
+        r1 = int(math.floor(min(np.float64(ymax), h - 1.0)))
+        if r0 > r1:
+            continue
+        ok, e, inv_area = edge_functions(v[i0, 0], v[i0, 1], v[i1, 0], v[i1, 1], v[i2, 0], v[i2, 1])
+        if not ok:
+            continue
+        z0, z1, z2 = np.float64(v[i0, 2]), np.float64(v[i1, 2]), np.float64(v[i2, 2])
+        for py in range(r0, r1 + 1):
+            fy = np.float64(py)
+            e0y, e1y, e2y = e[1] * fy + e[2], e[4] * fy + e[5], e[7] * fy + e[8]
+            for px in range(c0, c1 + 1):
+                fx = np.float64(px)
+                e0, e1, e2 = e[0] * fx + e0y, e[3] * fx + e1y, e[6] * fx + e2y
+                if (e0 >= 0.0) & (e1 >= 0.0) & (e2 >= 0.0):
+                    w0, w1, w2 = e0 * inv_area, e1 * inv_area, e2 * inv_area
+                    z = np.float32(w0 * z0 + w1 * z1 + w2 * z2)
+                    if z > depth[py, px]:
+                        depth[py, px] = z
+                        g0, g1, g2 = np.float32(w0), np.float32(w1), np.float32(w2)
+                        for c in range(3):
+                            val = g0 * colors[i0, c] + g1 * colors[i1, c] + g2 * colors[i2, c]
+                            out[c, py, px] = np.uint8(min(255.0, max(0.0, val + 0.5)))
 
 
-@njit(cache=True, nogil=True)
-def _shade(colors, tri, ti, bary, out):  # pragma: no cover - compiled
-    h, w = ti.shape
-    for y in range(h):
-        for x in range(w):
-            t = ti[y, x]
-            if t < 0:
-                continue
-            i0, i1, i2 = tri[t, 0], tri[t, 1], tri[t, 2]
+@njit(inline="always", cache=True, nogil=True)
+def _patch_3x3(rows, base, y0a, w00, w01, w10, w11, block, out, oy, ox):  # pragma: no cover
+    """:func:`_paf_kernel`'s inner patch for ``k = 3`` and 3 channels (the same arithmetic,
+    loops of constant length)."""
+    for a in range(4):
+        for j in range(12):
+            block[a, j] = rows[y0a + a, base + j]
+    for a in range(3):
+        for bb in range(3):
             for c in range(3):
-                val = (bary[y, x, 0] * colors[i0, c] + bary[y, x, 1] * colors[i1, c]
-                       + bary[y, x, 2] * colors[i2, c])
-                out[c, y, x] = np.uint8(min(255.0, max(0.0, val + 0.5)))
+                j = 3 * bb + c
+                acc = (w00 * block[a, j] + w01 * block[a, j + 3]
+                       + w10 * block[a + 1, j] + w11 * block[a + 1, j + 3])
+                out[c, oy + a, ox + bb] = np.uint8(min(255.0, acc + 0.5))
 
 
 @njit(cache=True, nogil=True)
 def _paf_kernel(img, anchors, k, out):  # pragma: no cover - compiled
+    """One crop ``img`` ``(H, W, C)`` (C-contiguous) → ``out`` ``(C, 64k, 64k)`` (any strides):
+    the ``k × k`` bilinear patch around each anchor ``anchors[n, :2]``.
+
+    Every tap of a patch has the same sub-pixel fractions, so a patch inside the crop reads one
+    ``(k + 1) × (k + 1)`` block of pixels, converted to float once; taps are
+    ``w00·p00 + w01·p01 + w10·p10 + w11·p11`` in float64, rounded half up. A patch that reaches
+    past the crop's border takes 0 for the missing pixels."""
     h, w, ch = img.shape
+    rows = img.reshape(h, w * ch)
     half = (k - 1) / 2.0
+    kc = (k + 1) * ch
+    block = np.empty((k + 1, kc), np.float64)
     for n in range(anchors.shape[0]):
-        gi = n // 64
-        gj = n - gi * 64
-        ax = anchors[n, 0]
-        ay = anchors[n, 1]
+        ax, ay = anchors[n, 0], anchors[n, 1]
         if not (np.isfinite(ax) and np.isfinite(ay)):
             continue
-        bx = ax - half
-        by = ay - half
-        x0a = int(np.floor(bx))
-        y0a = int(np.floor(by))
-        fx = bx - x0a  # the same fractions for every tap of the patch
-        fy = by - y0a
-        w00 = (1.0 - fy) * (1.0 - fx)
-        w01 = (1.0 - fy) * fx
-        w10 = fy * (1.0 - fx)
-        w11 = fy * fx
-        inside = x0a >= 0 and y0a >= 0 and x0a + k < w and y0a + k < h
+        gi = n // 64
+        oy, ox = gi * k, (n - gi * 64) * k
+        bx, by = ax - half, ay - half
+        x0a, y0a = int(np.floor(bx)), int(np.floor(by))
+        fx, fy = bx - x0a, by - y0a  # the same fractions for every tap of the patch
+        w00, w01 = (1.0 - fy) * (1.0 - fx), (1.0 - fy) * fx
+        w10, w11 = fy * (1.0 - fx), fy * fx
+        if x0a >= 0 and y0a >= 0 and x0a + k < w and y0a + k < h:
+            base = x0a * ch
+            if k == 3 and ch == 3:  # the shipped kernel: loops of constant length, unrolled
+                _patch_3x3(rows, base, y0a, w00, w01, w10, w11, block, out, oy, ox)
+                continue
+            for a in range(k + 1):
+                for j in range(kc):
+                    block[a, j] = rows[y0a + a, base + j]
+            for a in range(k):
+                for bb in range(k):
+                    for c in range(ch):
+                        j = bb * ch + c
+                        acc = (w00 * block[a, j] + w01 * block[a, j + ch]
+                               + w10 * block[a + 1, j] + w11 * block[a + 1, j + ch])
+                        out[c, oy + a, ox + bb] = np.uint8(min(255.0, acc + 0.5))
+            continue
         for a in range(k):
             y0 = y0a + a
             for bb in range(k):
                 x0 = x0a + bb
-                oy = gi * k + a
-                ox = gj * k + bb
-                if inside:
-                    for c in range(ch):
-                        acc = (w00 * img[y0, x0, c] + w01 * img[y0, x0 + 1, c]
-                               + w10 * img[y0 + 1, x0, c] + w11 * img[y0 + 1, x0 + 1, c])
-                        out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
-                    continue
                 for c in range(ch):
                     acc = 0.0
                     if 0 <= y0 < h:
@@ -265,7 +309,7 @@ def _paf_kernel(img, anchors, k, out):  # pragma: no cover - compiled
                             acc += w10 * img[y0 + 1, x0, c]
                         if 0 <= x0 + 1 < w:
                             acc += w11 * img[y0 + 1, x0 + 1, c]
-                    out[oy, ox, c] = np.uint8(min(255.0, acc + 0.5))
+                    out[c, oy + a, ox + bb] = np.uint8(min(255.0, acc + 0.5))
 
 
 def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
@@ -284,7 +328,7 @@ def render_paf_crops(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
     v = anchors_crop(params, m) if anchors is None else anchors
     size = GRID * kernel
     out = np.zeros((len(crops), size, size, crops.shape[3]), np.uint8)
-    _paf_into(crops, v, kernel, out)
+    _paf_into(crops, v, kernel, out.transpose(0, 3, 1, 2))
     return out
 
 
@@ -300,21 +344,20 @@ def _check_crops(crops: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def _paf_into(crops: np.ndarray, v: np.ndarray, kernel: int, out: np.ndarray) -> None:
-    """PAF maps of ``crops`` ``(B, 120, 120, C)`` at posed anchors ``v`` into zeroed ``out``
-    ``(B, 64k, 64k, C)``."""
+    """PAF maps of ``crops`` ``(B, 120, 120, C)`` at posed anchors ``v`` ``(B, 4096, 3)`` into
+    zeroed ``out`` ``(B, C, 64k, 64k)`` (channels first; any strides)."""
     if len(v) != len(crops):
         raise InputError(f"{len(crops)} crops but {len(v)} parameter vectors")
     for b in range(len(v)):
-        _paf_kernel(np.ascontiguousarray(crops[b]), np.ascontiguousarray(v[b, :, :2]), kernel, out[b])
+        _paf_kernel(np.ascontiguousarray(crops[b]), v[b], kernel, out[b])
 
 
 def stage_inputs(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
                  model: AnchorModel | None = None, pool=None) -> tuple[np.ndarray, np.ndarray]:
-    """A cascade stage graph's inputs (:mod:`tddfa.v1.stage_graph`): ``image``
-    ``(B, 6, 120, 120)`` uint8 channels-first, the crop's channels then the PNCC's (no channel
-    concat left for the runtime), and ``paf`` ``(B, 64k, 64k, C)`` uint8 — the values of
-    :func:`render_features`. (The PAF stays channels-last: its sampling kernel writes the
-    three channels of a sample together, which is faster than the transpose it saves.)
+    """A cascade stage graph's inputs (:mod:`tddfa.v1.stage_graph`), both channels-first so the
+    runtime has no transpose or channel concat left: ``image`` ``(B, 6, 120, 120)`` uint8, the
+    crop's channels then the PNCC's, and ``paf`` ``(B, C, 64k, 64k)`` uint8 — the values of
+    :func:`render_features`, laid out as planes.
 
     ``pool``: as in :func:`render_features` (the PNCC is rendered on it, beside the PAF)."""
     crops = _check_crops(crops, kernel)
@@ -324,7 +367,7 @@ def stage_inputs(crops: np.ndarray, params: np.ndarray, kernel: int = 3,
     image = np.empty((b, 3 + 3, CROP, CROP), np.uint8)
     image[:, :3] = crops.transpose(0, 3, 1, 2)
     image[:, 3:] = 0
-    paf = np.zeros((b, GRID * kernel, GRID * kernel, crops.shape[3]), np.uint8)
+    paf = np.zeros((b, crops.shape[3], GRID * kernel, GRID * kernel), np.uint8)
     if pool is None:
         _pncc_into(a, m, image[:, 3:])
         _paf_into(crops, a, kernel, paf)

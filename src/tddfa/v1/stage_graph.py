@@ -9,17 +9,20 @@ subtract and divide are two passes over float images.
 
 :func:`fast_inputs` rewrites it to
 
-* take the crop and PNCC as one channels-first input, as
-  :func:`tddfa.v1.features.stage_inputs` renders it: ``image`` ``(B, 6, 120, 120)`` uint8 (crop
-  channels, then PNCC channels), cast to float (no transposes or channel concat left); the PAF
-  map ``paf`` ``(B, 64k, 64k, 3)`` uint8 is transposed to channels-first and cast;
+* take both inputs channels-first, as :func:`tddfa.v1.features.stage_inputs` renders them:
+  ``image`` ``(B, 6, 120, 120)`` uint8 (crop channels, then PNCC channels) and ``paf_chw``
+  ``(B, 3, 64k, 64k)`` uint8 (the PAF map as planes), each only cast to float — no transposes or
+  channel concat left;
 * fold ``(x − 127.5) / 128`` into the first convolution of each stream (weights / 128, bias −
-  Σ weights × 127.5 / 128); where that convolution pads its input, an explicit ``Pad`` with value
-  127.5 (the raw value that normalises to the zero the original pads with) comes first and the
-  convolution's own padding is removed.
+  Σ weights × 127.5 / 128). Where that convolution pads its input, the original pads with the
+  zero that 127.5 normalises to, while the folded one pads raw values with 0: the difference
+  is a constant map (non-zero only on output rows and columns that read padding), added after
+  the convolution (``Add`` of the ``border`` initializer) — cheaper than padding the input
+  with 127.5 first, as the previous version did.
 
 The result is the same function up to float rounding (outputs agree to ~1e-7 relative). A graph
-that does not have the expected pattern is returned unchanged (with a log message).
+that does not have the expected pattern is returned unchanged (with a log message); graphs
+rewritten by the previous versions are upgraded (:func:`fast_inputs`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from tddfa.errors import require
 
-__all__ = ["fast_inputs"]
+__all__ = ["fast_inputs", "border_map"]
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +53,9 @@ def _chain(start: str, consumers: dict) -> list:
 def fast_inputs(model):
     """Return ``model`` (an ``onnx.ModelProto`` of a cascade stage, modified in place) with the
     input path described in the module docstring, checked by ``onnx.checker``. A graph
-    rewritten by the previous version (NHWC inputs, transposed in the graph) only has its
-    inputs made channels-first."""
+    rewritten by a previous version is upgraded: NHWC ``crop`` and ``pncc`` transposed and
+    concatenated in the graph, or a channels-last ``paf`` transposed in the graph and a ``Pad``
+    with 127.5 before the first image convolution."""
     onnx = require("onnx", "dev")
     from onnx import TensorProto, helper, numpy_helper
 
@@ -59,6 +63,10 @@ def fast_inputs(model):
     nodes = list(g.node)
     if [n.output[0] for n in nodes[:3]] == ["crop_nchw", "pncc_nchw", "image_u8"]:
         _channels_first(model)
+        nodes = list(g.node)
+    if nodes and nodes[0].output[0] == "image_f":  # rewritten before: upgrade what is left
+        _planar_paf(g)
+        _pad_to_border(g)
         onnx.checker.check_model(model)
         return model
     consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
@@ -84,9 +92,10 @@ def fast_inputs(model):
     drop = {id(n) for head, seq, _, _ in streams for n in ([head] if head else []) + seq[:4]}
     used_consts = {n.input[1] for _, seq, _, _ in streams for n in seq[2:4]}
     pre = [helper.make_node("Cast", ["image"], ["image_f"], to=TensorProto.FLOAT),
-           helper.make_node("Transpose", ["paf"], ["paf_nchw"], perm=[0, 3, 1, 2]),
-           helper.make_node("Cast", ["paf_nchw"], ["paf_f"], to=TensorProto.FLOAT)]
-    for (_, seq, sub_c, div_c), src in zip(streams, ("image_f", "paf_f"), strict=True):
+           helper.make_node("Cast", ["paf_chw"], ["paf_f"], to=TensorProto.FLOAT)]
+    added = []
+    for (_, seq, sub_c, div_c), src, size in zip(streams, ("image_f", "paf_f"),
+                                                 (120, _paf_size(g)), strict=True):
         conv = seq[4]
         w_name, b_name = conv.input[1], conv.input[2] if len(conv.input) > 2 else None
         w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
@@ -99,31 +108,127 @@ def fast_inputs(model):
             conv.input.append(b_name)
         else:
             inits[b_name].CopyFrom(numpy_helper.from_array(b.astype(np.float32), b_name))
-        pads = [a for a in conv.attribute if a.name == "pads"]
-        pv = list(pads[0].ints) if pads else [0, 0, 0, 0]
-        if any(pv):
-            g.initializer.extend([
-                numpy_helper.from_array(np.array([0, 0, pv[0], pv[1], 0, 0, pv[2], pv[3]], np.int64),
-                                        f"{src}_pads"),
-                numpy_helper.from_array(np.array(sub_c, np.float32), f"{src}_pad_value")])
-            pre.append(helper.make_node("Pad", [src, f"{src}_pads", f"{src}_pad_value"],
-                                        [f"{src}_padded"], mode="constant"))
-            src = f"{src}_padded"
-            del pads[0].ints[:]
-            pads[0].ints.extend([0, 0, 0, 0])
         conv.input[0] = src
+        added += _add_border(g, conv, w / div_c, sub_c, size, consumers)
     keep = [n for n in nodes if id(n) not in drop
             and not (n.op_type == "Constant" and n.output[0] in used_consts
                      and all(id(c) in drop for c in consumers[n.output[0]]))]
+    for node, after in added:  # each Add right after its convolution
+        keep.insert(keep.index(after) + 1, node)
     del g.node[:]
     g.node.extend(pre + keep)
-    _image_input(g)
+    _declare_inputs(g)
     onnx.checker.check_model(model)
     return model
 
 
+def _attr(node, name: str, default: list[int]) -> list[int]:
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints)
+    return default
+
+
+def border_map(w: np.ndarray, pads: list[int], strides: list[int], size: int,
+               value: float) -> np.ndarray:
+    """``(1, O, OH, OW)`` float32: what a convolution (weights ``w`` ``(O, C, kh, kw)``, ONNX
+    ``pads`` ``[top, left, bottom, right]``, ``strides``) over a ``size × size`` input padded with
+    ``value`` adds to the same convolution padded with 0 — ``value`` × the sum of the weights of
+    the taps that fall in the padding, at each output position."""
+    o, _, kh, kw = w.shape
+    wsum = w.sum(axis=1)  # (O, kh, kw)
+    inside = []
+    for k, p0, p1, st in ((kh, pads[0], pads[2], strides[0]), (kw, pads[1], pads[3], strides[1])):
+        n_out = (size + p0 + p1 - k) // st + 1
+        pos = np.arange(n_out)[None, :] * st - p0 + np.arange(k)[:, None]  # (k, n_out)
+        inside.append(((pos >= 0) & (pos < size)).astype(np.float64))
+    total = wsum.sum(axis=(1, 2))[:, None, None]
+    kept = np.einsum("oyx,yi,xj->oij", wsum, inside[0], inside[1])
+    return (value * (total - kept))[None].astype(np.float32)
+
+
+def _add_border(g, conv, w_folded: np.ndarray, value: float, size: int, consumers: dict) -> list:
+    """If ``conv`` pads its input: keep its zero padding and return ``[(Add node, conv)]``
+    that adds :func:`border_map` to its output (its consumers rewired); else ``[]``."""
+    from onnx import helper, numpy_helper
+
+    pads = _attr(conv, "pads", [0, 0, 0, 0])
+    if not any(pads):
+        return []
+    m = border_map(w_folded, pads, _attr(conv, "strides", [1, 1]), size, value)
+    out = conv.output[0]
+    name = f"{out}_border"
+    for c in consumers.get(out, []):
+        for i, x in enumerate(c.input):
+            if x == out:
+                c.input[i] = name
+    for o in g.output:
+        if o.name == out:
+            raise ValueError("stage graph: a padded first convolution is a graph output")
+    g.initializer.append(numpy_helper.from_array(m, f"{out}_border_map"))
+    return [(helper.make_node("Add", [out, f"{out}_border_map"], [name]), conv)]
+
+
+def _paf_size(g) -> int:
+    """The PAF map's side from the graph's declared ``paf`` input ``(B, S, S, C)``."""
+    for i in g.input:
+        if i.name in ("paf", "paf_chw"):
+            d = i.type.tensor_type.shape.dim
+            return int(d[1].dim_value if i.name == "paf" else d[2].dim_value)
+    raise ValueError("stage graph has no paf input")
+
+
+def _planar_paf(g) -> None:
+    """Previous version: ``paf`` ``(B, S, S, C)`` transposed in the graph → ``paf_chw`` input."""
+    tr = [n for n in g.node if n.op_type == "Transpose" and list(n.input) == ["paf"]]
+    if not tr:
+        return
+    gone = tr[0].output[0]
+    keep = [n for n in g.node if n is not tr[0]]
+    for n in keep:
+        for i, x in enumerate(n.input):
+            if x == gone:
+                n.input[i] = "paf_chw"
+    del g.node[:]
+    g.node.extend(keep)
+    _declare_inputs(g)
+
+
+def _pad_to_border(g) -> None:
+    """Previous version: ``Pad`` (value 127.5) before the first image convolution → the
+    convolution's own zero padding + the :func:`border_map` ``Add``."""
+    from onnx import numpy_helper
+
+    pad = [n for n in g.node if n.op_type == "Pad" and n.input[0] == "image_f"]
+    if not pad:
+        return
+    pad = pad[0]
+    inits = {i.name: i for i in g.initializer}
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    conv = consumers[pad.output[0]][0]
+    p = numpy_helper.to_array(inits[pad.input[1]]).astype(int)  # [0, 0, t, l, 0, 0, b, r]
+    value = float(numpy_helper.to_array(inits[pad.input[2]]))
+    for a in conv.attribute:
+        if a.name == "pads":
+            del a.ints[:]
+            a.ints.extend([int(p[2]), int(p[3]), int(p[6]), int(p[7])])
+    conv.input[0] = "image_f"
+    w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
+    added = _add_border(g, conv, w, value, 120, consumers)
+    keep = [n for n in g.node if n is not pad]
+    for node, after in added:
+        keep.insert(keep.index(after) + 1, node)
+    for name in pad.input[1:]:
+        g.initializer.remove(inits[name])
+    del g.node[:]
+    g.node.extend(keep)
+
+
 def _channels_first(model) -> None:
-    """Upgrade a graph rewritten by the previous version, which took ``crop`` and ``pncc``
+    """Upgrade a graph rewritten by the first version, which took ``crop`` and ``pncc``
     ``(B, 120, 120, 3)`` and transposed and concatenated them itself, to the ``image`` input:
     the transposes and the concat go. (ONNX Runtime turns "transpose both, concat the channels"
     back into a concat of NHWC images, which copies 3 bytes at a time: about a fifth of the
@@ -137,19 +242,24 @@ def _channels_first(model) -> None:
                 n.input[i] = "image"
     del g.node[:]
     g.node.extend(keep)
-    _image_input(g)
+    _declare_inputs(g)
 
 
-def _image_input(g) -> None:
+def _declare_inputs(g) -> None:
     """Declare the graph's inputs: ``image`` ``(B, 6, 120, 120)`` uint8 (crop channels, then
     PNCC channels, as :func:`tddfa.v1.features.stage_inputs` renders it) in place of ``crop``
-    and ``pncc``; ``paf`` ``(B, S, S, C)`` is kept."""
+    and ``pncc``; the PAF as ``paf_chw`` ``(B, C, S, S)`` when the graph reads it as planes
+    (no transpose of ``paf`` left), else ``paf`` ``(B, S, S, C)`` as before."""
     from onnx import TensorProto, helper
 
-    paf = [i for i in g.input if i.name == "paf"]
+    paf = [i for i in g.input if i.name in ("paf", "paf_chw")][0]
+    d = [x.dim_value or x.dim_param for x in paf.type.tensor_type.shape.dim]
+    reads = {x for n in g.node for x in n.input}
+    if "paf_chw" in reads and paf.name == "paf":
+        paf = helper.make_tensor_value_info("paf_chw", TensorProto.UINT8, [d[0], d[3], d[1], d[2]])
     del g.input[:]
     g.input.extend([helper.make_tensor_value_info("image", TensorProto.UINT8,
-                                                  ["batch", 6, 120, 120])] + paf)
+                                                  ["batch", 6, 120, 120]), paf])
 
 
 def main(argv: list[str] | None = None) -> int:
