@@ -369,9 +369,9 @@ def _train_stage(stage: _Stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t,
 
 def _export_onnx(net, path: Path, kernel: int) -> Path:
     """The stage as ONNX, its input path rewritten by :func:`tddfa.v1.stage_graph.fast_inputs`:
-    inputs ``image`` ``(B, 6, 120, 120)`` (crop and PNCC channels-first) and ``paf``
-    ``(B, 64k, 64k, 3)`` uint8 (:func:`tddfa.v1.features.stage_inputs`); output ``delta``
-    ``(B, n_out)``."""
+    inputs ``image`` ``(B, 6, 120, 120)`` (crop and PNCC channels-first) and ``paf_chw``
+    ``(B, 3, 64k, 64k)`` uint8 (the PAF as planes; :func:`tddfa.v1.features.stage_inputs`);
+    output ``delta`` ``(B, n_out)``."""
     import io
 
     net.eval()
