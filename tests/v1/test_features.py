@@ -210,3 +210,14 @@ def test_paf_matches_its_definition_inside_and_at_the_border(mean_params, kernel
     for b, anchors in enumerate(anchors_crop(p)):
         np.testing.assert_array_equal(got[b], _paf_reference(crop[0], anchors, kernel))
     assert (anchors_crop(p)[1][:, 0] > 118).any()  # the border path was taken
+
+
+def test_features_of_far_off_estimates_are_empty(mean_params):
+    # finite but huge coordinates: nothing drawn or sampled, no integer overflow in the kernels
+    from tddfa.v1.features import render_features
+
+    crops = np.full((4, 120, 120, 3), 200, np.uint8)
+    p = np.repeat(mean_params, 4, 0)
+    p[0, 3], p[1, 3], p[2, 7], p[3, 7] = 1e25, -1e25, 1e25, -1e25
+    pncc, paf = render_features(crops, p, 3)
+    assert not pncc.any() and not paf.any()

@@ -203,16 +203,20 @@ def _pncc_kernel(v, tri, colors, out):  # pragma: no cover - compiled
     depth = np.full((h, w), -np.inf, np.float32)
     for t in range(tri.shape[0]):
         i0, i1, i2 = tri[t, 0], tri[t, 1], tri[t, 2]
-        xmin = min(v[i0, 0], min(v[i1, 0], v[i2, 0]))
-        xmax = max(v[i0, 0], max(v[i1, 0], v[i2, 0]))
-        c0 = int(math.ceil(max(np.float64(xmin), 0.0)))
-        c1 = int(math.floor(min(np.float64(xmax), w - 1.0)))
+        xmin = np.float64(min(v[i0, 0], min(v[i1, 0], v[i2, 0])))
+        xmax = np.float64(max(v[i0, 0], max(v[i1, 0], v[i2, 0])))
+        if not (xmax >= 0.0 and xmin <= w - 1.0):  # off the crop (and no huge integer casts)
+            continue
+        c0 = int(math.ceil(max(xmin, 0.0)))
+        c1 = int(math.floor(min(xmax, w - 1.0)))
         if c0 > c1:  # no pixel centre in the bounding box: most of a 4,096-anchor mesh's cells
             continue
-        ymin = min(v[i0, 1], min(v[i1, 1], v[i2, 1]))
-        ymax = max(v[i0, 1], max(v[i1, 1], v[i2, 1]))
-        r0 = int(math.ceil(max(np.float64(ymin), 0.0)))
-        r1 = int(math.floor(min(np.float64(ymax), h - 1.0)))
+        ymin = np.float64(min(v[i0, 1], min(v[i1, 1], v[i2, 1])))
+        ymax = np.float64(max(v[i0, 1], max(v[i1, 1], v[i2, 1])))
+        if not (ymax >= 0.0 and ymin <= h - 1.0):
+            continue
+        r0 = int(math.ceil(max(ymin, 0.0)))
+        r1 = int(math.floor(min(ymax, h - 1.0)))
         if r0 > r1:
             continue
         ok, e, inv_area = edge_functions(v[i0, 0], v[i0, 1], v[i1, 0], v[i1, 1], v[i2, 0], v[i2, 1])
