@@ -31,11 +31,15 @@ def tiny_cascade(tmp_path_factory, shared):
 
 
 def test_training_writes_stages_and_table(tiny_cascade):
-    summary = json.loads((tiny_cascade / "cascade.json").read_text())
-    assert summary["stages"] == 2 and summary["loss"] == "owpdc"
-    assert [r["stage"] for r in summary["table"]] == [0, 1, 2]
-    for r in summary["table"]:
+    from tddfa.v1.cascade import CascadeRegressor
+
+    man = json.loads((tiny_cascade / "cascade.json").read_text())
+    assert [e["file"] for e in man["stages"]] == ["stage1.onnx", "stage2.onnx"]
+    assert man["loss"] == "owpdc" and man["start"] == "mb05"
+    assert [r["stage"] for r in man["validation"]] == [0, 1, 2]
+    for r in man["validation"]:
         assert np.isfinite(r["train_nme"]) and np.isfinite(r["val_nme"])
+    assert CascadeRegressor(tiny_cascade, threads=1).n_stages == 2  # the folder loads as it is
     for k in (1, 2):
         assert (tiny_cascade / f"stage{k}.onnx").is_file()
         assert (tiny_cascade / f"stage{k}" / "done.json").is_file()
@@ -70,13 +74,11 @@ def _crops(shared, n=4):
 def test_inference_matches_training_side_and_falls_back(tiny_cascade, shared, monkeypatch):
     import torch
 
-    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade import CascadeRegressor
     from tddfa.v1.cascade_train import _load_weights
     from tddfa.v1.features import render_features
     from tddfa.v1.net import CascadeStageNet
 
-    summary = json.loads((tiny_cascade / "cascade.json").read_text())
-    write_manifest(tiny_cascade, summary)
     reg = CascadeRegressor(tiny_cascade)
     crops = _crops(shared)
     stages, flags = reg.predict_stages(crops)
@@ -108,11 +110,10 @@ def test_inference_matches_training_side_and_falls_back(tiny_cascade, shared, mo
 def test_tampered_stage_graph_is_rejected(tiny_cascade, tmp_path):
     import shutil
 
-    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade import CascadeRegressor
 
     folder = tmp_path / "c"
     shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
-    write_manifest(folder, json.loads((folder / "cascade.json").read_text()))
     data = bytearray((folder / "stage1.onnx").read_bytes())
     data[-10] ^= 0xFF
     (folder / "stage1.onnx").write_bytes(bytes(data))
@@ -125,9 +126,8 @@ def test_tampered_stage_graph_is_rejected(tiny_cascade, tmp_path):
 def test_face_aligner_and_eval_with_cascade(tiny_cascade, shared):
     from tddfa.evaluation.aflw2000 import eval_aflw2000_crop
     from tddfa.pipeline.aligner import FaceAligner
-    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade import CascadeRegressor
 
-    write_manifest(tiny_cascade, json.loads((tiny_cascade / "cascade.json").read_text()))
     al = FaceAligner(model="cascade", checkpoint=tiny_cascade)
     res = al.align(shared / "samples/emma.jpg")
     assert len(res.faces) >= 1 and res.to_dict()["model"]["name"] == "cascade"
@@ -156,9 +156,6 @@ def test_cascade_inference_does_not_import_torch(tiny_cascade, shared):
     import subprocess
     import sys
 
-    from tddfa.v1.cascade import write_manifest
-
-    write_manifest(tiny_cascade, json.loads((tiny_cascade / "cascade.json").read_text()))
     code = (
         "import sys, numpy as np; from tddfa.pipeline.aligner import FaceAligner; "
         f"al = FaceAligner(model='cascade', checkpoint={str(tiny_cascade)!r}); "
@@ -174,12 +171,12 @@ def test_v1_start_mean_face_and_config_checks(tiny_cascade, shared, tmp_path):
 
     from tddfa.errors import InputError
     from tddfa.models.regressor import load_param_stats
-    from tddfa.v1.cascade import CascadeRegressor, write_manifest
+    from tddfa.v1.cascade import CascadeRegressor
     from tddfa.v1.cascade_train import cascade_config
 
     folder = tmp_path / "m"
     shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
-    man = json.loads(write_manifest(folder, json.loads((folder / "cascade.json").read_text())).read_text())
+    man = json.loads((folder / "cascade.json").read_text())
     man["start"] = "mean"  # V1's own start: the mean face in the box
     (folder / "cascade.json").write_text(json.dumps(man))
     reg = CascadeRegressor(folder)

@@ -51,7 +51,9 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(folder: str | Path, summary: dict) -> Path:
-    """Write ``cascade.json`` for the stage graphs in ``folder`` (with their SHA-256)."""
+    """Write ``cascade.json`` for the stage graphs in ``folder`` (with their SHA-256) from a
+    training summary or an earlier manifest (start, kernel, pose, validation table and the
+    run's loss, time and set sizes are kept)."""
     folder = Path(folder)
     stages = []
     n = summary["stages"]
@@ -64,6 +66,7 @@ def write_manifest(folder: str | Path, summary: dict) -> Path:
     man = {k: summary[k] for k in ("start", "kernel", "pose") if k in summary}
     man["stages"] = stages
     man["validation"] = summary.get("table", summary.get("validation"))
+    man.update({k: summary[k] for k in ("loss", "seconds", "train_faces", "val_faces") if k in summary})
     out = folder / "cascade.json"
     out.write_text(json.dumps(man, indent=1))
     return out

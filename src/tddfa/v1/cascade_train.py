@@ -18,7 +18,9 @@ Procedure (the paper's, at CPU scale):
 4. After each stage: validation NME (68 landmarks against the annotations, percent, box
    normalisation), the stage's ONNX graph ``stage{k}.onnx`` (exported with ``torch.onnx``; the
    graph takes the uint8 crop, PNCC and PAF and outputs the de-normalised update ``delta``) and
-   ``cascade.json`` (stages, kernel, start, validation table). Each stage checkpoints
+   ``cascade.json`` (:func:`tddfa.v1.cascade.write_manifest`: the stage graphs with their
+   SHA-256, start, kernel, pose, the validation table and the run's summary), so the output
+   folder loads as a cascade (``--checkpoint out_dir``). Each stage checkpoints
    ``stage{k}/last.pth`` every ``train.ckpt_every`` steps and resumes from it; a finished stage
    (``stage{k}/done.json``) is not retrained.
 """
@@ -215,8 +217,9 @@ def _losses(cfg: dict):
 
 
 def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
-    """Train (or resume) the cascade described by ``config``; returns the summary
-    (also written to ``out_dir/cascade.json``)."""
+    """Train (or resume) the cascade described by ``config``; returns the summary (``stages``
+    count, ``table`` of train/validation NME per stage, ...), written into the folder's
+    ``cascade.json`` manifest as well."""
     from tddfa.models.regressor import load_param_stats
 
     cfg = cascade_config(config)
@@ -271,7 +274,9 @@ def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
                "table": table, "seconds": time.perf_counter() - t0,
                "onnx": [str(out / f"stage{k}.onnx") for k in range(1, len(table))],
                "train_faces": len(train_ss), "val_faces": 0 if val_ss is None else len(val_ss)}
-    (out / "cascade.json").write_text(json.dumps(summary, indent=1))
+    from tddfa.v1.cascade import write_manifest
+
+    write_manifest(out, summary)  # out_dir is a cascade folder: `--checkpoint out_dir` loads it
     return summary
 
 
