@@ -216,3 +216,101 @@ def test_training_with_labelled_landmark_target(shared, tmp_path):
     assert main(argv) == 0
     assert (tmp_path / "stage1.onnx").is_file()
     assert main(argv[:-1] + ["loss.landmark_target=label"]) != 0  # a clear error, not a crash
+
+
+def _yawed(yaws_deg):
+    """Mean-face parameters turned to the given yaws (degrees), scale and translation kept."""
+    from tddfa.models.regressor import load_param_stats
+
+    mean, _ = load_param_stats()
+    out = np.tile(mean, (len(yaws_deg), 1)).astype(np.float64)
+    P = mean[:12].reshape(3, 4).astype(np.float64)
+    s = np.linalg.norm(P[0, :3])
+    for i, y in enumerate(np.radians(yaws_deg)):
+        R = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+        out[i, :12] = np.c_[s * R, P[:, 3]].ravel()
+    return out.astype(np.float32)
+
+
+def test_yaw_within_reads_the_estimates_pose():
+    from tddfa.v1.cascade import yaw_within
+
+    p = _yawed([0, 20, 50, -50, 80, -89])
+    p = np.vstack([p, np.full((1, 62), np.nan, np.float32)])
+    np.testing.assert_array_equal(yaw_within(p, 60), [True, True, True, True, False, False, False])
+    np.testing.assert_array_equal(yaw_within(p, 10), [True, False, False, False, False, False, False])
+
+
+def test_yaw_gate_passes_faces_through_and_says_so(tiny_cascade, shared, tmp_path):
+    import shutil
+
+    from tddfa.pipeline.aligner import FaceAligner
+    from tddfa.v1.cascade import CascadeRegressor
+
+    folder = tmp_path / "g"
+    shutil.copytree(tiny_cascade, folder, ignore=shutil.ignore_patterns("*.npy", "stage?"))
+    man = json.loads((folder / "cascade.json").read_text())
+    man["stages"][1]["max_yaw"] = 0.001  # stage 2 refines (almost) nothing
+    (folder / "cascade.json").write_text(json.dumps(man))
+    crops = _crops(shared, 3)
+    full, _ = CascadeRegressor(tiny_cascade, threads=1).predict_stages(crops)
+    reg = CascadeRegressor(folder, threads=1)
+    gated, flags = reg.predict_stages(crops)
+    assert reg.max_yaw == [None, 0.001] and not flags.any()
+    np.testing.assert_array_equal(reg.last_skipped, [[False, True]] * 3)
+    np.testing.assert_allclose(gated[1], full[1], rtol=1e-6, atol=1e-4)
+    np.testing.assert_array_equal(gated[2], gated[1])  # passed through unchanged
+    al = FaceAligner(model="cascade", checkpoint=folder)
+    res = al.align(shared / "samples/emma.jpg")
+    assert res.faces and all(f.extra["cascade"] == {"skipped_stages": [2]} for f in res.faces)
+    for bad in (0, -5, 200, "75"):
+        man["stages"][1]["max_yaw"] = bad
+        (folder / "cascade.json").write_text(json.dumps(man))
+        with pytest.raises(AssetError, match="max_yaw"):
+            CascadeRegressor(folder, threads=1)
+
+
+def test_gate_is_chosen_on_validation():
+    from types import SimpleNamespace
+
+    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
+    from tddfa.v1.cascade_train import _choose_gate, _gated
+
+    truth = _yawed([5, 10, 15, 20, 70, 75, 80, 85])
+    roi = np.tile(np.array([[0, 0, 120, 120]], np.float32), (8, 1))
+    mm = load_morphable_model()
+    val = SimpleNamespace(roi_boxes=roi, landmarks=to_image_frame(mm.reconstruct(truth), roi)[..., :2])
+    off = truth.copy()
+    off[:, 3] += 3.0  # 3 px off
+    low = np.arange(8) < 4
+    before = np.where(low[:, None], off, truth)  # the stage's input: wrong at low yaw
+    after = np.where(low[:, None], truth, off)  # the stage fixes low yaw, breaks high yaw
+    gate, ungated = _choose_gate(before, after, val)
+    assert gate == 30 and ungated > 0  # the tightest candidate that keeps every fix
+    np.testing.assert_array_equal(_gated(before, after, gate), truth)
+    np.testing.assert_array_equal(_gated(before, after, None), after)
+
+
+def test_training_chooses_and_writes_the_yaw_gate(tiny_cascade, shared, tmp_path):
+    import shutil
+
+    from tddfa.cli.main import main
+    from tddfa.errors import InputError
+    from tddfa.v1.cascade import CascadeRegressor
+    from tddfa.v1.cascade_train import GATE_CANDIDATES, cascade_config
+
+    work = tmp_path / "gate"
+    shutil.copytree(tiny_cascade, work)  # finished stages are reused: only the gates are chosen
+    argv = ["train", "--config", str(ROOT / "configs/cascade_tiny.yaml"), "--out-dir", str(work),
+            "--set", f"data.train=[{{type: 300w, root: '{shared}/datasets/300w-crops', split: afw}}]",
+            "--set", f"data.val={{type: 300w, root: '{shared}/datasets/300w-crops', split: helen_test}}",
+            "--set", "cascade.yaw_gate=true"]
+    assert main(argv) == 0
+    man = json.loads((work / "cascade.json").read_text())
+    rows = man["validation"][1:]
+    assert all(r["max_yaw"] in GATE_CANDIDATES and "val_nme_ungated" in r for r in rows)
+    assert [e.get("max_yaw") for e in man["stages"]] == [r["max_yaw"] for r in rows]
+    assert all(r["val_nme"] <= r["val_nme_ungated"] + 1e-9 for r in rows[:1])  # stage 1: same input
+    assert CascadeRegressor(work, threads=1).max_yaw == [r["max_yaw"] for r in rows]
+    with pytest.raises(InputError, match="yaw_gate"):
+        cascade_config({"cascade": {"yaw_gate": "yes"}})

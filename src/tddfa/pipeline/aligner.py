@@ -48,7 +48,8 @@ class FaceAligner:
     Args:
         model: regressor name from :func:`tddfa.models.list_models` (``"mb05"`` default), or
             ``"cascade"`` for the 3DDFA V1 cascade (faces whose estimate a stage could not refine
-            carry ``extra["cascade"] = {"fallback_stages": [...]}``).
+            carry ``extra["cascade"] = {"fallback_stages": [...]}``, and faces a stage's yaw gate
+            passed through ``"skipped_stages"``).
         checkpoint: optional regressor checkpoint / ``.onnx`` to use instead of the registered one.
         score_threshold: detector score above which a face is reported (0.5).
         dense_model: ``"auto"`` (official BFM if present, else the approximate one, else
@@ -203,12 +204,22 @@ class FaceAligner:
         params = self.regressor.predict(crops)
         faces = self.faces_from_params(params, rois, boxes=boxes, dense=dense)
         flags = getattr(self.regressor, "last_fallbacks", None)
-        if flags is not None and len(flags) == len(faces) and flags.any():
+        skipped = getattr(self.regressor, "last_skipped", None)
+        if flags is not None and (skipped is None or skipped.shape != flags.shape):
+            skipped = np.zeros_like(flags)
+        if flags is not None and len(flags) == len(faces) and (flags.any() or skipped.any()):
             from dataclasses import replace
 
-            faces = [replace(f, extra={**f.extra, "cascade": {
-                "fallback_stages": [int(k) + 1 for k in np.flatnonzero(flags[i])]}})
-                if flags[i].any() else f for i, f in enumerate(faces)]
+            def note(i: int) -> dict:
+                out = {}
+                if flags[i].any():
+                    out["fallback_stages"] = [int(k) + 1 for k in np.flatnonzero(flags[i])]
+                if skipped[i].any():
+                    out["skipped_stages"] = [int(k) + 1 for k in np.flatnonzero(skipped[i])]
+                return out
+
+            faces = [replace(f, extra={**f.extra, "cascade": note(i)})
+                     if flags[i].any() or skipped[i].any() else f for i, f in enumerate(faces)]
         return faces
 
     def refine(self, image: np.ndarray, faces: list[Face], *, dense: bool = False) -> list[Face]:

@@ -9,6 +9,11 @@ A cascade is a folder with ``cascade.json`` —
 The trained cascade shipped with tddfa lives in ``tddfa/v1/weights`` (see docs/training.md for
 the command that made it); each graph is checked against its SHA-256 before use.
 
+Yaw gate: a stage entry may carry ``"max_yaw"`` (degrees, chosen on validation by the
+training, ``cascade.yaw_gate``); the stage then refines only faces whose current estimate has
+``|yaw| <= max_yaw`` and passes the others through (:attr:`CascadeRegressor.last_skipped`;
+``Face.extra["cascade"]["skipped_stages"]``).
+
 Robustness: a stage whose output for a face is not finite keeps that face's previous estimate,
 and the face is flagged (:attr:`CascadeRegressor.last_fallbacks`; ``Face.extra["cascade"]`` in
 :class:`tddfa.pipeline.FaceAligner` results).
@@ -30,7 +35,7 @@ from tddfa.models.registry import ModelInfo
 #: same constant, :data:`tddfa.v1.cascade_train.QUAT_STEP`).
 QUAT_STEP = 0.01
 
-__all__ = ["CascadeRegressor", "default_cascade_dir", "write_manifest", "CASCADE_INFO"]
+__all__ = ["CascadeRegressor", "default_cascade_dir", "write_manifest", "yaw_within", "CASCADE_INFO"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,11 @@ def write_manifest(folder: str | Path, summary: dict) -> Path:
         f = folder / f"stage{k}.onnx"
         if not f.is_file():
             raise InputError(f"{f} is missing")
-        stages.append({"file": f.name, "sha256": _sha256(f), "bytes": f.stat().st_size})
+        entry = {"file": f.name, "sha256": _sha256(f), "bytes": f.stat().st_size}
+        gate = _stage_gate(summary, k)
+        if gate is not None:
+            entry["max_yaw"] = gate
+        stages.append(entry)
     man = {k: summary[k] for k in ("start", "kernel", "pose") if k in summary}
     man["stages"] = stages
     man["validation"] = summary.get("table", summary.get("validation"))
@@ -70,6 +79,16 @@ def write_manifest(folder: str | Path, summary: dict) -> Path:
     out = folder / "cascade.json"
     out.write_text(json.dumps(man, indent=1))
     return out
+
+
+def _stage_gate(summary: dict, k: int) -> float | None:
+    """Stage ``k``'s ``max_yaw`` from a manifest's stage entries or a training summary's table."""
+    if isinstance(summary.get("stages"), list) and len(summary["stages"]) >= k:
+        return summary["stages"][k - 1].get("max_yaw")
+    for row in summary.get("table") or summary.get("validation") or []:
+        if row.get("stage") == k:
+            return row.get("max_yaw")
+    return None
 
 
 class CascadeRegressor:
@@ -106,7 +125,13 @@ class CascadeRegressor:
         self.kernel = int(man.get("kernel", 3))
         self.pose = man.get("pose", "matrix")
         self.sessions = []
+        self.max_yaw: list[float | None] = []
         for e in entries:
+            gate = e.get("max_yaw")
+            if gate is not None and not (isinstance(gate, int | float) and 0 < gate <= 180):
+                raise AssetError(f"{man_path}: stage {e.get('file')}: max_yaw must be a number of "
+                                 f"degrees in (0, 180], got {gate!r}")
+            self.max_yaw.append(None if gate is None else float(gate))
             p = self.folder / e["file"]
             if not p.is_file():
                 raise AssetError(f"cascade stage graph {p} is missing")
@@ -135,6 +160,7 @@ class CascadeRegressor:
         self.width = 0.5
         self.input_size = 120
         self.last_fallbacks = np.zeros((0, len(self.sessions)), bool)
+        self.last_skipped = np.zeros((0, len(self.sessions)), bool)
         self.threads = threads
         self._pool = None
 
@@ -178,7 +204,8 @@ class CascadeRegressor:
     def predict_stages(self, crops: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         """Estimates after every stage: list of K + 1 arrays ``(B, 62)`` (stage 0 first) and the
         fallback flags ``(B, K)`` (True where stage k's output was not finite and the previous
-        estimate was kept)."""
+        estimate was kept). Faces a stage's yaw gate passed through are in
+        :attr:`last_skipped` ``(B, K)``."""
         crops = np.ascontiguousarray(np.asarray(crops))
         if crops.ndim == 3:
             crops = crops[None]
@@ -186,14 +213,19 @@ class CascadeRegressor:
             raise InputError(f"crops must be (B, 120, 120, 3) uint8, got {crops.shape} {crops.dtype}")
         out = [self.stage0(crops).astype(np.float32)]
         flags = np.zeros((len(crops), self.n_stages), bool)
+        self.last_skipped = np.zeros((len(crops), self.n_stages), bool)
         if len(crops) == 0:
             return out + [out[0]] * self.n_stages, flags
         for k in range(1, self.n_stages + 1):
             prev = out[-1]
-            ok_in = np.isfinite(prev).all(axis=1)
+            run = np.isfinite(prev).all(axis=1)
+            if self.max_yaw[k - 1] is not None and run.any():
+                inside = yaw_within(prev[run], self.max_yaw[k - 1])
+                self.last_skipped[np.flatnonzero(run)[~inside], k - 1] = True
+                run[run] = inside
             new = prev.copy()
-            if ok_in.any():
-                new[ok_in] = self.run_stage(k, crops[ok_in], prev[ok_in])
+            if run.any():
+                new[run] = self.run_stage(k, crops[run], prev[run])
             bad = ~np.isfinite(new).all(axis=1)
             new[bad] = prev[bad]
             flags[:, k - 1] = bad
@@ -208,6 +240,16 @@ class CascadeRegressor:
         stages, flags = self.predict_stages(crops)
         self.last_fallbacks = flags
         return stages[-1]
+
+
+def yaw_within(params: np.ndarray, max_yaw: float) -> np.ndarray:
+    """``(B,)`` bool: the estimates ``(B, 62)`` whose head yaw is within ``±max_yaw`` degrees
+    (:func:`tddfa.face.pose.pose_from_params`; False for an estimate without a defined pose)."""
+    from tddfa.face.pose import pose_from_params
+
+    with np.errstate(invalid="ignore", divide="ignore"):
+        yaw = pose_from_params(np.asarray(params, np.float64))[0][:, 0]
+    return np.abs(yaw) <= max_yaw
 
 
 def _apply_np(delta: np.ndarray, params: np.ndarray, pose: str, std: np.ndarray) -> np.ndarray:

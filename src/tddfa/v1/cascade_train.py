@@ -15,6 +15,9 @@ Procedure (the paper's, at CPU scale):
    give stage k's estimates. Losses (``loss.main``): ``vdc``, ``wpdc``, ``fwpdc`` (from
    :mod:`tddfa.train.losses`) or ``owpdc`` (:mod:`tddfa.v1.owpdc`), plus optional
    ``loss.landmark_weight`` × the 68-landmark distance, all on the updated estimate.
+   With ``cascade.yaw_gate: true`` the stage then gets the yaw gate (``max_yaw``, one of
+   :data:`GATE_CANDIDATES`) with the lowest validation NME: it refines only estimates within
+   ``±max_yaw`` and passes the others through (on training and validation estimates alike).
 4. After each stage: validation NME (68 landmarks against the annotations, percent, box
    normalisation), the stage's ONNX graph ``stage{k}.onnx`` (exported with ``torch.onnx``; the
    graph takes the uint8 crop, PNCC and PAF and outputs the de-normalised update ``delta``) and
@@ -46,7 +49,7 @@ log = logging.getLogger(__name__)
 
 CASCADE_DEFAULTS: dict[str, Any] = {
     "seed": 0, "out_dir": "runs/cascade", "threads": 1,
-    "cascade": {"stages": 2, "start": "mb05", "kernel": 3, "pose": "matrix"},
+    "cascade": {"stages": 2, "start": "mb05", "kernel": 3, "pose": "matrix", "yaw_gate": False},
     "data": {"train": [], "val": None, "limit": None, "val_limit": None},
     "loss": {"main": "vdc", "vertices": 25, "landmark_weight": 0.0, "landmark_target": "params",
              "owpdc_lambda": 1.0, "quat_weight": 1.0},
@@ -74,6 +77,8 @@ def cascade_config(cfg: dict) -> dict:
         raise InputError(f"cascade.start must be 'mb05' or 'mean', got {out['cascade']['start']!r}")
     if out["cascade"]["pose"] not in ("matrix", "quaternion"):
         raise InputError(f"cascade.pose must be 'matrix' or 'quaternion', got {out['cascade']['pose']!r}")
+    if not isinstance(out["cascade"]["yaw_gate"], bool):
+        raise InputError(f"cascade.yaw_gate must be true or false, got {out['cascade']['yaw_gate']!r}")
     if out["loss"]["landmark_target"] not in ("params", "labels"):
         raise InputError("loss.landmark_target must be 'params' or 'labels', got "
                          f"{out['loss']['landmark_target']!r}")
@@ -260,11 +265,20 @@ def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
         else:
             _train_stage(stage, cfg, crops, est, gt, mm, loss_fn, lm_fn, mean_t, std_t, rng, sdir,
                          resume, gt_lm)
-        est = _run_stage(stage.net, crops, est, kernel, quat, std_t)
-        row = {"stage": k, "train_nme": _landmark_nme(est, train_ss)}
+        new = _run_stage(stage.net, crops, est, kernel, quat, std_t)
+        row = {"stage": k}
         if vcrops is not None:
-            vest = _run_stage(stage.net, vcrops, vest, kernel, quat, std_t)
+            vnew = _run_stage(stage.net, vcrops, vest, kernel, quat, std_t)
+            if cfg["cascade"]["yaw_gate"]:
+                row["max_yaw"], row["val_nme_ungated"] = _choose_gate(vest, vnew, val_ss)
+                vnew = _gated(vest, vnew, row["max_yaw"])
+                new = _gated(est, new, row["max_yaw"])
+            vest = vnew
             row["val_nme"] = _landmark_nme(vest, val_ss)
+        elif cfg["cascade"]["yaw_gate"]:
+            raise InputError("cascade.yaw_gate chooses the gate on validation: set data.val")
+        est = new
+        row["train_nme"] = _landmark_nme(est, train_ss)
         table.append(row)
         log.info("stage %d: train NME %.3f%%, val NME %s", k, row["train_nme"], row.get("val_nme"))
         _export_onnx(stage.net, out / f"stage{k}.onnx", kernel)
@@ -278,6 +292,42 @@ def train_cascade(config: dict, *, resume: bool = True) -> dict[str, Any]:
 
     write_manifest(out, summary)  # out_dir is a cascade folder: `--checkpoint out_dir` loads it
     return summary
+
+
+#: Candidate yaw gates (degrees) for ``cascade.yaw_gate``; ``None`` = refine every face.
+GATE_CANDIDATES: tuple[float | None, ...] = (30, 40, 50, 60, 65, 70, 75, 80, 85, 90, None)
+
+
+def _gated(before: np.ndarray, after: np.ndarray, max_yaw: float | None) -> np.ndarray:
+    """``after`` where the stage's input ``before`` is within the gate, else ``before``."""
+    from tddfa.v1.cascade import yaw_within
+
+    if max_yaw is None:
+        return after
+    return np.where(yaw_within(before, max_yaw)[:, None], after, before).astype(np.float32)
+
+
+def _choose_gate(before: np.ndarray, after: np.ndarray, val_ss) -> tuple[float | None, float]:
+    """The gate of :data:`GATE_CANDIDATES` with the lowest mean validation NME (the first on a
+    tie, so the tightest), and the ungated stage's validation NME."""
+    from tddfa.face.fitting import nme
+    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
+    from tddfa.v1.cascade import yaw_within
+
+    mm = load_morphable_model()
+
+    def per_face(p: np.ndarray) -> np.ndarray:
+        lm = to_image_frame(mm.reconstruct(p.astype(np.float32)), val_ss.roi_boxes)[..., :2]
+        return nme(lm, val_ss.landmarks) * 100
+
+    if val_ss.landmarks is None:
+        raise InputError("cascade.yaw_gate needs validation data with landmarks")
+    e0, e1 = per_face(before), per_face(after)
+    scores = [(float(np.mean(e1 if g is None else np.where(yaw_within(before, g), e1, e0))), g)
+              for g in GATE_CANDIDATES]
+    best = min(scores, key=lambda x: x[0])
+    log.info("yaw gate: %s", ", ".join(f"{g if g is not None else 'none'}: {v:.3f}%" for v, g in scores))
+    return best[1], float(np.mean(e1))
 
 
 def _load_weights(path: Path) -> dict:
