@@ -150,6 +150,7 @@ def test_face_aligner_and_eval_with_cascade(tiny_cascade, shared):
     assert [s["stage"] for s in st] == [0, 1, 2]
     assert all(len(s["buckets"]) == 3 and np.isfinite(s["mean"]) for s in st)
     assert st[-1]["all"] == pytest.approx(ev.summary["nme"]["all"])
+    assert [s["skipped"] for s in st[1:]] == [0, 0]  # no yaw gate in this cascade
 
 
 def test_cascade_inference_does_not_import_torch(tiny_cascade, shared):

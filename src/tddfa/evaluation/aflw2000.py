@@ -250,15 +250,20 @@ def eval_aflw2000_crop(
 def _cascade_stages(predictor: Any, crops: np.ndarray, data: AFLW2000Data, dims: int,
                     batch_size: int) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """Final parameters and landmarks of a cascade plus ``[{"stage", "buckets", "mean", ...}]``
-    (bucket NME after each stage, 0 = the start)."""
+    (bucket NME after each stage, 0 = the start; ``skipped``: faces a stage's yaw gate passed
+    through; ``fallbacks`` on the last row: non-finite stage outputs replaced)."""
     from tddfa.face.morphable_model import load_morphable_model, to_image_frame
 
     per: list[list[np.ndarray]] = []
     fallbacks = 0
+    skipped: np.ndarray | None = None
     for i in range(0, len(crops), batch_size):
         st, flags = predictor.predict_stages(crops[i:i + batch_size])
         per.append(st)
         fallbacks += int(np.asarray(flags).sum())
+        gated = getattr(predictor, "last_skipped", None)
+        if gated is not None and len(gated) == len(flags):
+            skipped = np.asarray(gated).sum(0) + (0 if skipped is None else skipped)
     n_st = len(per[0]) if per else 1
     mm = load_morphable_model("sparse")
     rois = np.asarray(data.rois, np.float32).reshape(-1, 4)
@@ -270,6 +275,8 @@ def _cascade_stages(predictor: Any, crops: np.ndarray, data: AFLW2000Data, dims:
         buckets = [table[key] for key in table if key not in ("counts", "mean", "all")][:3]
         rows.append({"stage": k, "buckets": [float(b) for b in buckets],
                      "mean": float(table["mean"]), "all": float(table.get("all", float("nan")))})
+        if k > 0 and skipped is not None:
+            rows[-1]["skipped"] = int(skipped[k - 1])  # faces the stage's yaw gate passed through
         params = p
     rows[-1]["fallbacks"] = fallbacks
     return params, lm, rows

@@ -323,11 +323,11 @@ def _choose_gate(before: np.ndarray, after: np.ndarray, val_ss) -> tuple[float |
     if val_ss.landmarks is None:
         raise InputError("cascade.yaw_gate needs validation data with landmarks")
     e0, e1 = per_face(before), per_face(after)
-    scores = [(float(np.mean(e1 if g is None else np.where(yaw_within(before, g), e1, e0))), g)
+    scores = [(float(np.nanmean(e1 if g is None else np.where(yaw_within(before, g), e1, e0))), g)
               for g in GATE_CANDIDATES]
     best = min(scores, key=lambda x: x[0])
     log.info("yaw gate: %s", ", ".join(f"{g if g is not None else 'none'}: {v:.3f}%" for v, g in scores))
-    return best[1], float(np.mean(e1))
+    return best[1], float(np.nanmean(e1))
 
 
 def _load_weights(path: Path) -> dict:
