@@ -264,7 +264,7 @@ def test_yaw_gate_passes_faces_through_and_says_so(tiny_cascade, shared, tmp_pat
     al = FaceAligner(model="cascade", checkpoint=folder)
     res = al.align(shared / "samples/emma.jpg")
     assert res.faces and all(f.extra["cascade"] == {"skipped_stages": [2]} for f in res.faces)
-    for bad in (0, -5, 200, "75"):
+    for bad in (0, -5, 200, "75", True):
         man["stages"][1]["max_yaw"] = bad
         (folder / "cascade.json").write_text(json.dumps(man))
         with pytest.raises(AssetError, match="max_yaw"):

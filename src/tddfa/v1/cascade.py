@@ -128,7 +128,8 @@ class CascadeRegressor:
         self.max_yaw: list[float | None] = []
         for e in entries:
             gate = e.get("max_yaw")
-            if gate is not None and not (isinstance(gate, int | float) and 0 < gate <= 180):
+            if gate is not None and not (isinstance(gate, int | float) and not isinstance(gate, bool)
+                                         and 0 < gate <= 180):
                 raise AssetError(f"{man_path}: stage {e.get('file')}: max_yaw must be a number of "
                                  f"degrees in (0, 180], got {gate!r}")
             self.max_yaw.append(None if gate is None else float(gate))
