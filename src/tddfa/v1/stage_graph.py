@@ -37,6 +37,8 @@ __all__ = ["fast_inputs", "border_map"]
 
 log = logging.getLogger(__name__)
 
+_IMAGE = 120  # the crop's side: the image input is (B, 6, _IMAGE, _IMAGE)
+
 
 def _chain(start: str, consumers: dict) -> list:
     """Nodes from the tensor ``start`` along single consumers up to the first Conv."""
@@ -71,10 +73,7 @@ def fast_inputs(model):
         return model
     consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
               for n in nodes if n.op_type == "Constant" and n.attribute[0].name == "value"}
-    consumers: dict[str, list] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(nodes)
     cat = [n for n in nodes if n.op_type == "Concat" and list(n.input) == ["crop", "pncc"]]
     streams = []
     for head, start in ((cat[0] if cat else None, cat[0].output[0] if cat else None), (None, "paf")):
@@ -95,7 +94,7 @@ def fast_inputs(model):
            helper.make_node("Cast", ["paf_chw"], ["paf_f"], to=TensorProto.FLOAT)]
     added = []
     for (_, seq, sub_c, div_c), src, size in zip(streams, ("image_f", "paf_f"),
-                                                 (120, _paf_size(g)), strict=True):
+                                                 (_IMAGE, _paf_size(g)), strict=True):
         conv = seq[4]
         w_name, b_name = conv.input[1], conv.input[2] if len(conv.input) > 2 else None
         w = numpy_helper.to_array(inits[w_name]).astype(np.float64)
@@ -113,10 +112,7 @@ def fast_inputs(model):
     keep = [n for n in nodes if id(n) not in drop
             and not (n.op_type == "Constant" and n.output[0] in used_consts
                      and all(id(c) in drop for c in consumers[n.output[0]]))]
-    for node, after in added:  # each Add right after its convolution
-        keep.insert(keep.index(after) + 1, node)
-    del g.node[:]
-    g.node.extend(pre + keep)
+    _set_nodes(g, pre + keep, added)
     _declare_inputs(g)
     onnx.checker.check_model(model)
     return model
@@ -127,6 +123,33 @@ def _attr(node, name: str, default: list[int]) -> list[int]:
         if a.name == name:
             return list(a.ints)
     return default
+
+
+def _consumers(nodes) -> dict[str, list]:
+    """Tensor name → the nodes that read it."""
+    out: dict[str, list] = {}
+    for n in nodes:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _rename_input(nodes, old: str, new: str) -> None:
+    """Make ``nodes`` read tensor ``new`` wherever they read ``old``."""
+    for n in nodes:
+        for i, x in enumerate(n.input):
+            if x == old:
+                n.input[i] = new
+
+
+def _set_nodes(g, nodes: list, added: list = ()) -> None:
+    """Replace the graph's nodes by ``nodes``, each ``(node, after)`` of ``added`` (the border
+    ``Add`` of :func:`_add_border`) placed right after ``after``."""
+    nodes = list(nodes)
+    for node, after in added:
+        nodes.insert(nodes.index(after) + 1, node)
+    del g.node[:]
+    g.node.extend(nodes)
 
 
 def border_map(w: np.ndarray, pads: list[int], strides: list[int], size: int,
@@ -158,10 +181,7 @@ def _add_border(g, conv, w_folded: np.ndarray, value: float, size: int, consumer
     m = border_map(w_folded, pads, _attr(conv, "strides", [1, 1]), size, value)
     out = conv.output[0]
     name = f"{out}_border"
-    for c in consumers.get(out, []):
-        for i, x in enumerate(c.input):
-            if x == out:
-                c.input[i] = name
+    _rename_input(consumers.get(out, []), out, name)
     for o in g.output:
         if o.name == out:
             raise ValueError("stage graph: a padded first convolution is a graph output")
@@ -183,14 +203,9 @@ def _planar_paf(g) -> None:
     tr = [n for n in g.node if n.op_type == "Transpose" and list(n.input) == ["paf"]]
     if not tr:
         return
-    gone = tr[0].output[0]
     keep = [n for n in g.node if n is not tr[0]]
-    for n in keep:
-        for i, x in enumerate(n.input):
-            if x == gone:
-                n.input[i] = "paf_chw"
-    del g.node[:]
-    g.node.extend(keep)
+    _rename_input(keep, tr[0].output[0], "paf_chw")
+    _set_nodes(g, keep)
     _declare_inputs(g)
 
 
@@ -204,10 +219,7 @@ def _pad_to_border(g) -> None:
         return
     pad = pad[0]
     inits = {i.name: i for i in g.initializer}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = _consumers(g.node)
     conv = consumers[pad.output[0]][0]
     p = numpy_helper.to_array(inits[pad.input[1]]).astype(int)  # [0, 0, t, l, 0, 0, b, r]
     value = float(numpy_helper.to_array(inits[pad.input[2]]))
@@ -217,14 +229,10 @@ def _pad_to_border(g) -> None:
             a.ints.extend([int(p[2]), int(p[3]), int(p[6]), int(p[7])])
     conv.input[0] = "image_f"
     w = numpy_helper.to_array(inits[conv.input[1]]).astype(np.float64)
-    added = _add_border(g, conv, w, value, 120, consumers)
-    keep = [n for n in g.node if n is not pad]
-    for node, after in added:
-        keep.insert(keep.index(after) + 1, node)
+    added = _add_border(g, conv, w, value, _IMAGE, consumers)
     for name in pad.input[1:]:
         g.initializer.remove(inits[name])
-    del g.node[:]
-    g.node.extend(keep)
+    _set_nodes(g, [n for n in g.node if n is not pad], added)
 
 
 def _channels_first(model) -> None:
@@ -236,12 +244,8 @@ def _channels_first(model) -> None:
     g = model.graph
     gone = {"crop_nchw", "pncc_nchw", "image_u8"}
     keep = [n for n in g.node if not set(n.output) & gone]
-    for n in keep:
-        for i, name in enumerate(n.input):
-            if name == "image_u8":
-                n.input[i] = "image"
-    del g.node[:]
-    g.node.extend(keep)
+    _rename_input(keep, "image_u8", "image")
+    _set_nodes(g, keep)
     _declare_inputs(g)
 
 
@@ -259,7 +263,7 @@ def _declare_inputs(g) -> None:
         paf = helper.make_tensor_value_info("paf_chw", TensorProto.UINT8, [d[0], d[3], d[1], d[2]])
     del g.input[:]
     g.input.extend([helper.make_tensor_value_info("image", TensorProto.UINT8,
-                                                  ["batch", 6, 120, 120]), paf])
+                                                  ["batch", 6, _IMAGE, _IMAGE]), paf])
 
 
 def main(argv: list[str] | None = None) -> int:
