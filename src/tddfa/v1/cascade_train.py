@@ -146,16 +146,23 @@ def _label_targets(ss) -> np.ndarray:
     return image_to_crop_frame(ss.landmarks, ss.roi_boxes).astype(np.float32)
 
 
-def _landmark_nme(params: np.ndarray, ss) -> float:
-    """Mean 2-D NME (percent) of the 68 landmarks of ``params`` against the annotations."""
+def _landmark_errors(params: np.ndarray, ss) -> np.ndarray:
+    """Per-sample 2-D NME ``(N,)`` (percent) of the 68 landmarks of ``params`` against the
+    annotations ``ss.landmarks`` (which must be present)."""
     from tddfa.face.fitting import nme
     from tddfa.face.morphable_model import load_morphable_model, to_image_frame
 
-    if ss.landmarks is None:
-        return float("nan")
     mm = load_morphable_model()
     lm = to_image_frame(mm.reconstruct(params.astype(np.float32)), ss.roi_boxes)[..., :2]
-    return float(np.mean(nme(lm, ss.landmarks)) * 100)
+    return nme(lm, ss.landmarks) * 100
+
+
+def _landmark_nme(params: np.ndarray, ss) -> float:
+    """Mean 2-D NME (percent) of the 68 landmarks of ``params`` against the annotations (NaN
+    without annotations)."""
+    if ss.landmarks is None:
+        return float("nan")
+    return float(np.mean(_landmark_errors(params, ss)))
 
 
 class _Stage:
@@ -310,19 +317,11 @@ def _gated(before: np.ndarray, after: np.ndarray, max_yaw: float | None) -> np.n
 def _choose_gate(before: np.ndarray, after: np.ndarray, val_ss) -> tuple[float | None, float]:
     """The gate of :data:`GATE_CANDIDATES` with the lowest mean validation NME (the first on a
     tie, so the tightest), and the ungated stage's validation NME."""
-    from tddfa.face.fitting import nme
-    from tddfa.face.morphable_model import load_morphable_model, to_image_frame
     from tddfa.v1.cascade import yaw_within
-
-    mm = load_morphable_model()
-
-    def per_face(p: np.ndarray) -> np.ndarray:
-        lm = to_image_frame(mm.reconstruct(p.astype(np.float32)), val_ss.roi_boxes)[..., :2]
-        return nme(lm, val_ss.landmarks) * 100
 
     if val_ss.landmarks is None:
         raise InputError("cascade.yaw_gate needs validation data with landmarks")
-    e0, e1 = per_face(before), per_face(after)
+    e0, e1 = _landmark_errors(before, val_ss), _landmark_errors(after, val_ss)
     scores = [(float(np.nanmean(e1 if g is None else np.where(yaw_within(before, g), e1, e0))), g)
               for g in GATE_CANDIDATES]
     best = min(scores, key=lambda x: x[0])
