@@ -48,6 +48,17 @@ DEGENERATE_AREA = 1e-12
 
 
 @njit(inline="always", cache=True, nogil=True)
+def pixel_span(lo, hi, size):  # pragma: no cover - compiled
+    """The pixel centres ``first … last`` (``first > last``: none) of an image axis of ``size``
+    pixels within ``[lo, hi]`` (float64). An interval off the image, or with a NaN end, is
+    empty; it is clipped in floating point before the integer casts, so huge coordinates
+    cannot overflow them."""
+    if not (hi >= 0.0 and lo <= size - 1.0):
+        return 1, 0
+    return int(math.ceil(max(lo, 0.0))), int(math.floor(min(hi, size - 1.0)))
+
+
+@njit(inline="always", cache=True, nogil=True)
 def edge_functions(x0, y0, x1, y1, x2, y2):  # pragma: no cover - compiled
     """A triangle's three edge functions in float64: ``(ok, (a0, b0, k0, a1, b1, k1, a2, b2,
     k2), 1 / |area|)``. Edge ``k`` (opposite vertex ``k``) is ``e_k = a_k x + b_k y + k_k``,
@@ -86,14 +97,9 @@ def _raster_kernel(vertices, triangles, depth, tri_index, bary, tri_offset):  # 
         xmax = max(x0, max(x1, x2))
         ymin = min(y0, min(y1, y2))
         ymax = max(y0, max(y1, y2))
-        # written so that NaN coordinates fail the test; infinities are caught by the area below
-        if not (xmax >= 0.0 and ymax >= 0.0 and xmin <= width - 1.0 and ymin <= height - 1.0):
-            continue
-        # clip in floating point first so huge coordinates cannot overflow the integer cast
-        c0 = int(math.ceil(max(xmin, 0.0)))
-        c1 = int(math.floor(min(xmax, width - 1.0)))
-        r0 = int(math.ceil(max(ymin, 0.0)))
-        r1 = int(math.floor(min(ymax, height - 1.0)))
+        # NaN coordinates give empty spans; infinities are caught by the area below
+        c0, c1 = pixel_span(xmin, xmax, width)
+        r0, r1 = pixel_span(ymin, ymax, height)
         if c0 > c1 or r0 > r1:
             continue
         z0 = np.float64(vertices[i0, 2])

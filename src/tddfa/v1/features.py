@@ -34,7 +34,6 @@ crop pixels as the rest of tddfa does (x − 1, 120 − y; z larger = nearer).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -42,7 +41,7 @@ import numpy as np
 from numba import njit
 
 from tddfa.errors import AssetError, InputError
-from tddfa.render.rasterize import edge_functions
+from tddfa.render.rasterize import edge_functions, pixel_span
 
 __all__ = ["AnchorModel", "load_anchor_model", "anchors_crop", "render_pncc_crops",
            "render_paf_crops", "render_features", "stage_inputs", "GRID", "EXP_RADIUS"]
@@ -205,18 +204,12 @@ def _pncc_kernel(v, tri, colors, out):  # pragma: no cover - compiled
         i0, i1, i2 = tri[t, 0], tri[t, 1], tri[t, 2]
         xmin = np.float64(min(v[i0, 0], min(v[i1, 0], v[i2, 0])))
         xmax = np.float64(max(v[i0, 0], max(v[i1, 0], v[i2, 0])))
-        if not (xmax >= 0.0 and xmin <= w - 1.0):  # off the crop (and no huge integer casts)
-            continue
-        c0 = int(math.ceil(max(xmin, 0.0)))
-        c1 = int(math.floor(min(xmax, w - 1.0)))
+        c0, c1 = pixel_span(xmin, xmax, w)
         if c0 > c1:  # no pixel centre in the bounding box: most of a 4,096-anchor mesh's cells
             continue
         ymin = np.float64(min(v[i0, 1], min(v[i1, 1], v[i2, 1])))
         ymax = np.float64(max(v[i0, 1], max(v[i1, 1], v[i2, 1])))
-        if not (ymax >= 0.0 and ymin <= h - 1.0):
-            continue
-        r0 = int(math.ceil(max(ymin, 0.0)))
-        r1 = int(math.floor(min(ymax, h - 1.0)))
+        r0, r1 = pixel_span(ymin, ymax, h)
         if r0 > r1:
             continue
         ok, e, inv_area = edge_functions(v[i0, 0], v[i0, 1], v[i1, 0], v[i1, 1], v[i2, 0], v[i2, 1])
